@@ -1,0 +1,64 @@
+//! Devices: moving whole IP packets in and out.
+//!
+//! [`Device`] is the one seam between the stack and the world. The TUN device
+//! ([`tun::TunDevice`]) and the simulator's link endpoint implement it, and so
+//! do the wrappers: [`pcap::PcapWriter`] (trace to a file tcpdump reads) and
+//! [`fault::FaultInjector`] (seeded drop/duplicate/reorder/corrupt).
+
+pub mod fault;
+pub mod pcap;
+pub mod queue;
+pub mod tun;
+
+use crate::time::Instant;
+use std::io;
+
+pub trait Device {
+    /// Receive one packet into `buf` (which is at least `mtu()` long).
+    /// `Ok(None)` when nothing is ready now. A packet longer than `buf` is
+    /// truncated (the IP layer then counts it as malformed).
+    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>>;
+
+    /// Send one packet. If the device cannot take it now the packet is
+    /// dropped and `Ok(false)` returned; TCP recovers as from any loss.
+    fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool>;
+
+    /// Largest packet this device carries.
+    fn mtu(&self) -> usize;
+
+    /// Earliest time a packet held inside the device (a reordering or delay
+    /// wrapper) becomes receivable; `None` if nothing is held.
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+}
+
+impl<D: Device + ?Sized> Device for &mut D {
+    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        (**self).recv(now, buf)
+    }
+    fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
+        (**self).send(now, packet)
+    }
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+    fn poll_at(&self) -> Option<Instant> {
+        (**self).poll_at()
+    }
+}
+
+impl<D: Device + ?Sized> Device for Box<D> {
+    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        (**self).recv(now, buf)
+    }
+    fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
+        (**self).send(now, packet)
+    }
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+    fn poll_at(&self) -> Option<Instant> {
+        (**self).poll_at()
+    }
+}

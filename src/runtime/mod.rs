@@ -1,0 +1,1 @@
+//! The runtime: a mio event loop around a device and std-like socket handles.

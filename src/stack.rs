@@ -1,0 +1,1 @@
+//! The stack: socket table, 4-tuple demux, and `poll`.

@@ -1,0 +1,241 @@
+//! TCP (RFC 9293), one concern per module:
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | [`seq`] | sequence-number arithmetic modulo 2^32 |
+//! | [`isn`] | initial sequence numbers (RFC 6528) |
+//! | [`rtt`] | RTT estimation and RTO (RFC 6298) |
+//! | [`cc`] | congestion control behind a trait: Reno, CUBIC (RFC 5681, RFC 9438) |
+//! | [`buffer`] | ring buffers for send and receive data |
+//! | [`assembler`] | out-of-order segment tracking |
+//! | [`conn`] | the connection state machine (TCB) |
+//!
+//! Everything here is sans-IO: segments and `Instant`s in, segments and a
+//! deadline out.
+
+pub mod assembler;
+pub mod buffer;
+pub mod cc;
+pub mod conn;
+pub mod isn;
+pub mod rtt;
+pub mod seq;
+
+pub use cc::CcAlgorithm;
+pub use conn::Tcb;
+pub use seq::SeqNum;
+
+use crate::time::Duration;
+use std::fmt;
+
+/// Connection states of RFC 9293 §3.3.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Closed,
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            State::Closed => "CLOSED",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN-SENT",
+            State::SynReceived => "SYN-RECEIVED",
+            State::Established => "ESTABLISHED",
+            State::FinWait1 => "FIN-WAIT-1",
+            State::FinWait2 => "FIN-WAIT-2",
+            State::CloseWait => "CLOSE-WAIT",
+            State::Closing => "CLOSING",
+            State::LastAck => "LAST-ACK",
+            State::TimeWait => "TIME-WAIT",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Errors a TCP socket reports to its user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpError {
+    /// Nothing to read / no room to write right now; try again after a poll.
+    WouldBlock,
+    /// The connection is not (yet or any more) in a state that allows this.
+    NotConnected,
+    /// Our SYN was answered with RST.
+    ConnectionRefused,
+    /// The peer reset the connection.
+    ConnectionReset,
+    /// Retransmissions (or the SYN) went unanswered past the limit.
+    TimedOut,
+    /// Write after our side was shut down.
+    Closed,
+}
+
+impl fmt::Display for TcpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            TcpError::WouldBlock => "operation would block",
+            TcpError::NotConnected => "socket is not connected",
+            TcpError::ConnectionRefused => "connection refused by peer (RST in reply to SYN)",
+            TcpError::ConnectionReset => "connection reset by peer",
+            TcpError::TimedOut => "connection timed out (peer stopped acknowledging)",
+            TcpError::Closed => "socket was shut down for writing",
+        };
+        f.write_str(s)
+    }
+}
+
+impl std::error::Error for TcpError {}
+
+impl From<TcpError> for std::io::Error {
+    fn from(e: TcpError) -> std::io::Error {
+        use std::io::ErrorKind as K;
+        let kind = match e {
+            TcpError::WouldBlock => K::WouldBlock,
+            TcpError::NotConnected => K::NotConnected,
+            TcpError::ConnectionRefused => K::ConnectionRefused,
+            TcpError::ConnectionReset => K::ConnectionReset,
+            TcpError::TimedOut => K::TimedOut,
+            TcpError::Closed => K::BrokenPipe,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// Per-connection tunables. Defaults follow Linux where the RFCs leave room,
+/// and each is documented with its source.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// MSS we advertise and the ceiling for what we send (the stack derives it from the MTU: MTU - 40).
+    pub mss: u16,
+    /// Receive buffer size in bytes (bounds the advertised window).
+    pub recv_buffer: usize,
+    /// Send buffer size in bytes.
+    pub send_buffer: usize,
+    /// Offer/accept window scaling (RFC 7323 §2).
+    pub window_scaling: bool,
+    /// Disable Nagle's algorithm (like TCP_NODELAY). Default false: Nagle on.
+    pub nodelay: bool,
+    /// Delayed-ACK timeout (RFC 9293 §3.8.6.3 requires < 0.5 s); `None` ACKs every segment at once.
+    pub delayed_ack: Option<Duration>,
+    /// Congestion control algorithm.
+    pub cc: CcAlgorithm,
+    /// Initial RTO (RFC 6298 §2.1: 1 s).
+    pub rto_initial: Duration,
+    /// RTO floor. RFC 6298 says 1 s; Linux uses 200 ms, as do we.
+    pub rto_min: Duration,
+    /// RTO ceiling (RFC 6298 §2.5 allows >= 60 s; Linux 120 s).
+    pub rto_max: Duration,
+    /// Retransmissions of one segment before the connection fails with TimedOut (Linux tcp_retries2 = 15).
+    pub max_retransmits: u32,
+    /// SYN retransmissions before connect fails with TimedOut (Linux tcp_syn_retries = 6).
+    pub syn_retries: u32,
+    /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL (Linux: 60 s TIME-WAIT).
+    pub msl: Duration,
+    /// Send keep-alive probes after this much idle time (RFC 9293 §3.8.4); `None` disables.
+    pub keepalive: Option<Duration>,
+    /// Offer SACK-permitted (hook for issue 6; parsed now, not yet used for recovery).
+    pub sack: bool,
+    /// Offer timestamps (hook for issue 6).
+    pub timestamps: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            mss: 1460,
+            recv_buffer: 256 * 1024,
+            send_buffer: 256 * 1024,
+            window_scaling: true,
+            nodelay: false,
+            delayed_ack: Some(Duration::from_millis(40)),
+            cc: CcAlgorithm::Cubic,
+            rto_initial: Duration::from_secs(1),
+            rto_min: Duration::from_millis(200),
+            rto_max: Duration::from_secs(120),
+            max_retransmits: 15,
+            syn_retries: 6,
+            msl: Duration::from_secs(30),
+            keepalive: None,
+            sack: false,
+            timestamps: false,
+        }
+    }
+}
+
+/// A snapshot of one connection's state, readable like `ss -ti`.
+#[derive(Clone, Debug, Default)]
+pub struct TcpStats {
+    pub state: Option<State>,
+    pub cc: &'static str,
+    pub cwnd: usize,
+    pub ssthresh: usize,
+    pub srtt: Option<Duration>,
+    pub rttvar: Option<Duration>,
+    pub rto: Duration,
+    pub mss: usize,
+    pub bytes_in_flight: usize,
+    pub snd_wnd: usize,
+    pub rcv_wnd: usize,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub segs_in: u64,
+    pub segs_out: u64,
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// Segments retransmitted (any cause).
+    pub retransmits: u64,
+    pub fast_retransmits: u64,
+    pub rto_expirations: u64,
+    pub dup_acks: u64,
+    pub zero_window_probes: u64,
+    pub out_of_order_segs: u64,
+    /// Segments that failed the RFC 9293 acceptability test.
+    pub unacceptable_segs: u64,
+}
+
+impl fmt::Display for TcpStats {
+    /// One line in the spirit of `ss -ti`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Option<Duration>| {
+            d.map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "-".into())
+        };
+        write!(
+            f,
+            "{} {} wscale:{},{} rto:{:.0} rtt:{}/{} mss:{} cwnd:{} ssthresh:{} bytes_sent:{} bytes_acked:{} bytes_received:{} segs_out:{} segs_in:{} unacked:{} retrans:{} fast_retrans:{} rto_exp:{} dupacks:{} snd_wnd:{} rcv_wnd:{}",
+            self.state.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            self.cc,
+            self.snd_wscale,
+            self.rcv_wscale,
+            self.rto.as_secs_f64() * 1e3,
+            ms(self.srtt),
+            ms(self.rttvar),
+            self.mss,
+            self.cwnd,
+            self.ssthresh,
+            self.bytes_sent,
+            self.bytes_acked,
+            self.bytes_received,
+            self.segs_out,
+            self.segs_in,
+            self.bytes_in_flight,
+            self.retransmits,
+            self.fast_retransmits,
+            self.rto_expirations,
+            self.dup_acks,
+            self.snd_wnd,
+            self.rcv_wnd,
+        )
+    }
+}
