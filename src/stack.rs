@@ -1,1 +1,1022 @@
-//! The stack: socket table, 4-tuple demux, and `poll`.
+//! The stack: the socket table, 4-tuple demux, and [`Stack::poll`].
+//!
+//! `poll(now, device)` drains received packets from the device, hands each to
+//! the IPv4 layer and then to the matching socket, runs every socket's
+//! timers, transmits what the sockets want to send, and returns the next
+//! instant it wants to be polled again. Like raft-rs's `Ready`, it is inputs
+//! in, a batch of outputs and a deadline out; nothing here blocks or reads a
+//! clock.
+//!
+//! Sockets are addressed by [`SocketHandle`]s (index + generation, so a stale
+//! handle never reaches a recycled slot). The application-facing methods
+//! (`tcp_send`, `tcp_recv`, ...) only move bytes between the caller and the
+//! socket buffers; the next `poll` puts them on the wire.
+
+use crate::ip::{IpDatagram, IpInput, IpStats, Ipv4Config, Ipv4Layer};
+use crate::phy::Device;
+use crate::rng::Rng;
+use crate::tcp::conn::{reset_for, Tcb};
+use crate::tcp::isn::IsnGenerator;
+use crate::tcp::{State, TcpConfig, TcpError, TcpStats};
+use crate::time::Instant;
+use crate::udp::UdpSocket;
+use crate::wire::ipv4::{self, PROTO_TCP, PROTO_UDP};
+use crate::wire::tcp::TcpRepr;
+use crate::wire::udp::UdpRepr;
+use crate::wire::WireError;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Configuration of one stack instance.
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    /// The stack's IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Largest IP packet the device carries; TCP's MSS is derived from it (MTU − 40).
+    pub mtu: usize,
+    /// Defaults for new TCP connections (`mss` is overridden from `mtu`).
+    pub tcp: TcpConfig,
+    pub ip: Ipv4Config,
+    /// Bytes a UDP socket may queue before arriving datagrams are dropped.
+    pub udp_rx_limit: usize,
+    /// Ephemeral port range for active opens and `udp_bind(0)` (IANA: 49152–65535).
+    pub ephemeral_ports: (u16, u16),
+    /// Packets read from the device per `poll` before timers and transmit run.
+    pub rx_batch: usize,
+}
+
+impl StackConfig {
+    pub fn new(addr: Ipv4Addr) -> StackConfig {
+        StackConfig {
+            addr,
+            mtu: 1500,
+            tcp: TcpConfig::default(),
+            ip: Ipv4Config::new(addr),
+            udp_rx_limit: 1024 * 1024,
+            ephemeral_ports: (49152, 65535),
+            rx_batch: 256,
+        }
+    }
+}
+
+/// Errors from socket-table operations (binding, connecting, handles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackError {
+    /// The port is already bound by another socket of that kind.
+    AddrInUse(u16),
+    /// Every ephemeral port towards that peer is taken.
+    NoEphemeralPorts,
+    /// The handle does not name a live socket of the expected kind.
+    InvalidHandle,
+    /// The destination is not a unicast address the stack can reach.
+    BadAddress(Ipv4Addr),
+    /// A datagram larger than the device MTU allows (no IP fragmentation on send).
+    MessageTooLarge(usize),
+}
+
+impl fmt::Display for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StackError::AddrInUse(p) => write!(f, "port {p} is already in use on this stack"),
+            StackError::NoEphemeralPorts => {
+                f.write_str("no free ephemeral port for that destination")
+            }
+            StackError::InvalidHandle => {
+                f.write_str("socket handle is closed or of the wrong kind")
+            }
+            StackError::BadAddress(a) => write!(f, "{a} is not a unicast destination"),
+            StackError::MessageTooLarge(n) => write!(f, "datagram of {n} bytes exceeds the MTU"),
+        }
+    }
+}
+
+impl std::error::Error for StackError {}
+
+impl From<StackError> for std::io::Error {
+    fn from(e: StackError) -> std::io::Error {
+        use std::io::ErrorKind as K;
+        let kind = match e {
+            StackError::AddrInUse(_) => K::AddrInUse,
+            StackError::NoEphemeralPorts => K::AddrNotAvailable,
+            StackError::InvalidHandle => K::NotConnected,
+            StackError::BadAddress(_) => K::InvalidInput,
+            StackError::MessageTooLarge(_) => K::InvalidInput,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// Names a socket in a [`Stack`]. Copyable; stale handles are detected.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SocketHandle {
+    index: u32,
+    generation: u32,
+}
+
+impl SocketHandle {
+    /// A number unique among live sockets (for maps keyed by socket).
+    pub fn index(&self) -> usize {
+        self.index as usize
+    }
+}
+
+/// Stack-level counters (the IP layer's are inside).
+#[derive(Clone, Debug, Default)]
+pub struct StackStats {
+    pub ip: IpStats,
+    pub tcp_rx_segments: u64,
+    pub tcp_rx_bad_checksum: u64,
+    pub tcp_rx_malformed: u64,
+    /// Segments for no connection or listener (answered with RST where RFC 9293 says so).
+    pub tcp_rx_no_socket: u64,
+    pub tcp_rst_sent: u64,
+    /// SYNs dropped because a listener's backlog was full.
+    pub tcp_listen_overflows: u64,
+    pub tcp_conns_opened: u64,
+    pub tcp_conns_closed: u64,
+    pub udp_rx_datagrams: u64,
+    pub udp_rx_bad_checksum: u64,
+    pub udp_rx_malformed: u64,
+    pub udp_rx_no_port: u64,
+    pub udp_rx_queue_full: u64,
+    pub udp_tx_datagrams: u64,
+    pub icmp_errors_rx: u64,
+    /// Packets the device refused (full queue); recovered by retransmission.
+    pub tx_device_drops: u64,
+    pub tx_device_errors: u64,
+    pub rx_device_errors: u64,
+}
+
+struct TcpSocket {
+    tcb: Tcb,
+    /// The listener this connection was accepted on, until it is accepted.
+    listener: Option<SocketHandle>,
+    /// The user closed its handle; reap when the TCB reaches CLOSED.
+    orphaned: bool,
+    /// State seen after the last process/transmit, to detect transitions.
+    last_state: State,
+}
+
+struct Listener {
+    port: u16,
+    backlog: usize,
+    /// Connections in SYN-RECEIVED spawned by this listener.
+    embryonic: usize,
+    /// Established connections not yet accepted.
+    ready: VecDeque<SocketHandle>,
+}
+
+enum Socket {
+    Tcp(Box<TcpSocket>),
+    Listener(Listener),
+    Udp(UdpSocket),
+}
+
+struct Slot {
+    generation: u32,
+    socket: Option<Socket>,
+    /// Wants `poll_transmit` at the next poll (input arrived or the user acted).
+    dirty: bool,
+    /// Already queued in `events` since the last `drain_events`.
+    evented: bool,
+}
+
+pub struct Stack {
+    config: StackConfig,
+    ip: Ipv4Layer,
+    rng: Rng,
+    isn: IsnGenerator,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// (remote, local port) → connection.
+    tcp_conns: HashMap<(SocketAddrV4, u16), SocketHandle>,
+    tcp_listeners: HashMap<u16, SocketHandle>,
+    udp_ports: HashMap<u16, SocketHandle>,
+    /// Datagrams queued by `udp_send_to`, sent at the next poll.
+    udp_tx: VecDeque<(u16, SocketAddrV4, Vec<u8>)>,
+    /// Sockets whose readiness may have changed since the last `drain_events`.
+    events: Vec<SocketHandle>,
+    stats: StackStats,
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
+    /// Earliest deadline over all sockets, as of the last poll.
+    next_deadline: Option<Instant>,
+}
+
+impl Stack {
+    pub fn new(mut config: StackConfig, mut rng: Rng) -> Stack {
+        config.mtu = config.mtu.clamp(576, 65535);
+        config.tcp.mss = (config.mtu - ipv4::HEADER_LEN - crate::wire::tcp::HEADER_LEN) as u16;
+        config.ip.addr = config.addr;
+        let mut key = [0u8; 16];
+        rng.fill(&mut key);
+        let ip = Ipv4Layer::new(config.ip.clone(), rng.next_u32() as u16);
+        let mtu = config.mtu;
+        Stack {
+            config,
+            ip,
+            rng,
+            isn: IsnGenerator::new(key),
+            slots: Vec::new(),
+            free: Vec::new(),
+            tcp_conns: HashMap::new(),
+            tcp_listeners: HashMap::new(),
+            udp_ports: HashMap::new(),
+            udp_tx: VecDeque::new(),
+            events: Vec::new(),
+            stats: StackStats::default(),
+            rx_buf: vec![0; mtu.max(65535)],
+            tx_buf: vec![0; mtu],
+            next_deadline: None,
+        }
+    }
+
+    pub fn addr(&self) -> Ipv4Addr {
+        self.config.addr
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> StackStats {
+        let mut s = self.stats.clone();
+        s.ip = self.ip.stats().clone();
+        s
+    }
+
+    /// Number of live sockets of every kind (connections in TIME-WAIT included).
+    pub fn socket_count(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    // ----- the poll loop -------------------------------------------------
+
+    /// Drain received packets, run timers, transmit; return when to poll next
+    /// (`None`: nothing scheduled, poll again on input or a user action).
+    pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, dev: &mut D) -> Option<Instant> {
+        let mut rx = std::mem::take(&mut self.rx_buf);
+        for _ in 0..self.config.rx_batch {
+            match dev.recv(now, &mut rx) {
+                Ok(Some(n)) => self.receive_packet(now, dev, &rx[..n]),
+                Ok(None) => break,
+                Err(e) => {
+                    self.stats.rx_device_errors += 1;
+                    log::warn!("device receive failed: {e}");
+                    break;
+                }
+            }
+        }
+        self.rx_buf = rx;
+        self.ip.expire(now);
+        self.flush_udp(dev, now);
+        self.dispatch(now, dev);
+        let dev_at = dev.poll_at();
+        [self.next_deadline, self.ip.poll_at(), dev_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The deadline computed by the last `poll` (sockets, reassembly), ignoring the device.
+    pub fn poll_at(&self) -> Option<Instant> {
+        [self.next_deadline, self.ip.poll_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// True if some socket has work the next `poll` should do right away
+    /// (the user wrote, read or closed since the last poll).
+    pub fn needs_poll(&self) -> bool {
+        self.slots.iter().any(|s| s.dirty) || !self.udp_tx.is_empty()
+    }
+
+    /// Sockets whose readiness may have changed since the last call; the
+    /// runtime wakes the threads waiting on them.
+    pub fn drain_events(&mut self, out: &mut Vec<SocketHandle>) {
+        for h in self.events.drain(..) {
+            if let Some(slot) = self.slots.get_mut(h.index as usize) {
+                slot.evented = false;
+            }
+            out.push(h);
+        }
+    }
+
+    fn receive_packet<D: Device + ?Sized>(&mut self, now: Instant, dev: &mut D, packet: &[u8]) {
+        let mut tx = std::mem::take(&mut self.tx_buf);
+        // A delivered datagram borrows either `packet` (the common case) or
+        // the IP layer's reassembly buffer. Record where it lives so the IP
+        // layer's borrow ends before the socket table is touched; only
+        // reassembled datagrams are copied.
+        let delivered = match self.ip.receive(now, packet, &mut tx) {
+            IpInput::Deliver(d) => {
+                let hdr_len = d.raw.len() - d.payload.len();
+                let at = match offset_in(packet, d.raw) {
+                    Some(off) => Err(off..off + d.raw.len()),
+                    None => Ok(d.raw.to_vec()),
+                };
+                Some((d.src, d.dst, d.protocol, hdr_len, at))
+            }
+            IpInput::Reply(n) => {
+                Self::send_raw(&mut self.stats, dev, now, &tx[..n]);
+                None
+            }
+            IpInput::IcmpError { .. } => {
+                // Soft errors (RFC 1122 §4.2.3.9): counted; TCP keeps retrying.
+                self.stats.icmp_errors_rx += 1;
+                None
+            }
+            IpInput::None => None,
+        };
+        if let Some((src, dst, proto, hdr_len, at)) = delivered {
+            let raw: &[u8] = match &at {
+                Ok(copy) => copy,
+                Err(range) => &packet[range.clone()],
+            };
+            match proto {
+                PROTO_TCP => self.tcp_input(now, dev, &mut tx, src, dst, &raw[hdr_len..]),
+                PROTO_UDP => self.udp_input(now, dev, &mut tx, src, dst, raw, hdr_len),
+                _ => {}
+            }
+        }
+        self.tx_buf = tx;
+    }
+
+    fn send_raw<D: Device + ?Sized>(stats: &mut StackStats, dev: &mut D, now: Instant, pkt: &[u8]) {
+        match dev.send(now, pkt) {
+            Ok(true) => {}
+            Ok(false) => stats.tx_device_drops += 1,
+            Err(e) => {
+                stats.tx_device_errors += 1;
+                log::debug!("device send failed: {e}");
+            }
+        }
+    }
+
+    /// Emit one TCP segment from us to `dst`.
+    fn emit_tcp<D: Device + ?Sized>(
+        ip: &mut Ipv4Layer,
+        stats: &mut StackStats,
+        dev: &mut D,
+        now: Instant,
+        tx: &mut [u8],
+        dst: Ipv4Addr,
+        seg: &TcpRepr,
+    ) {
+        let src = ip.addr();
+        let len = seg.buffer_len();
+        let hl = ipv4::HEADER_LEN;
+        if hl + len > tx.len() {
+            log::error!("TCP segment of {len} bytes exceeds the MTU; dropped");
+            stats.tx_device_drops += 1;
+            return;
+        }
+        seg.emit(src, dst, &mut tx[hl..hl + len]);
+        ip.emit_header(dst, PROTO_TCP, len, &mut tx[..hl]);
+        Self::send_raw(stats, dev, now, &tx[..hl + len]);
+    }
+
+    fn tcp_input<D: Device + ?Sized>(
+        &mut self,
+        now: Instant,
+        dev: &mut D,
+        tx: &mut [u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        segment: &[u8],
+    ) {
+        let seg = match TcpRepr::parse(src, dst, segment, true) {
+            Ok(seg) => seg,
+            Err(WireError::BadChecksum) => {
+                self.stats.tcp_rx_bad_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.tcp_rx_malformed += 1;
+                return;
+            }
+        };
+        self.stats.tcp_rx_segments += 1;
+        let remote = SocketAddrV4::new(src, seg.src_port);
+        if let Some(&h) = self.tcp_conns.get(&(remote, seg.dst_port)) {
+            if let Some(Socket::Tcp(sock)) = self.slots[h.index as usize].socket.as_mut() {
+                sock.tcb.process(now, &seg);
+                if sock.orphaned {
+                    // Nobody will read: discard, as after SHUT_RD.
+                    let mut sink = [0u8; 4096];
+                    while let Ok(n) = sock.tcb.recv(&mut sink) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                self.mark(h);
+                return;
+            }
+        }
+        if seg.syn && seg.ack.is_none() && !seg.rst {
+            if let Some(&lh) = self.tcp_listeners.get(&seg.dst_port) {
+                self.tcp_passive_open(now, lh, remote, &seg);
+                return;
+            }
+        }
+        self.stats.tcp_rx_no_socket += 1;
+        if let Some(rst) = reset_for(&seg) {
+            self.stats.tcp_rst_sent += 1;
+            Self::emit_tcp(&mut self.ip, &mut self.stats, dev, now, tx, src, &rst);
+        }
+    }
+
+    fn tcp_passive_open(
+        &mut self,
+        now: Instant,
+        lh: SocketHandle,
+        remote: SocketAddrV4,
+        syn: &TcpRepr,
+    ) {
+        let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() else {
+            return;
+        };
+        if l.embryonic + l.ready.len() >= l.backlog {
+            // Full backlog: drop the SYN; the client retransmits (as Linux does without cookies).
+            self.stats.tcp_listen_overflows += 1;
+            return;
+        }
+        l.embryonic += 1;
+        let local = SocketAddrV4::new(self.config.addr, l.port);
+        let isn = self.isn.isn(now, local, remote);
+        let tcb = Tcb::accept(&self.config.tcp, local, remote, syn, isn, now);
+        let state = tcb.state();
+        let h = self.alloc(Socket::Tcp(Box::new(TcpSocket {
+            tcb,
+            listener: Some(lh),
+            orphaned: false,
+            last_state: state,
+        })));
+        self.tcp_conns.insert((remote, local.port()), h);
+        self.stats.tcp_conns_opened += 1;
+        self.mark(h);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn udp_input<D: Device + ?Sized>(
+        &mut self,
+        now: Instant,
+        dev: &mut D,
+        tx: &mut [u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        raw: &[u8],
+        hdr_len: usize,
+    ) {
+        let dgram = match UdpRepr::parse(src, dst, &raw[hdr_len..]) {
+            Ok(d) => d,
+            Err(WireError::BadChecksum) => {
+                self.stats.udp_rx_bad_checksum += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.udp_rx_malformed += 1;
+                return;
+            }
+        };
+        self.stats.udp_rx_datagrams += 1;
+        match self.udp_ports.get(&dgram.dst_port) {
+            Some(&h) => {
+                if let Some(Socket::Udp(s)) = self.slots[h.index as usize].socket.as_mut() {
+                    if !s.push(SocketAddrV4::new(src, dgram.src_port), dgram.payload) {
+                        self.stats.udp_rx_queue_full += 1;
+                    }
+                    self.mark(h);
+                }
+            }
+            None => {
+                self.stats.udp_rx_no_port += 1;
+                let original = IpDatagram {
+                    src,
+                    dst,
+                    protocol: PROTO_UDP,
+                    ttl: 0,
+                    raw,
+                    payload: &raw[hdr_len..],
+                };
+                if let Some(n) = self.ip.emit_unreachable(
+                    crate::wire::icmp::CODE_PORT_UNREACHABLE,
+                    &original,
+                    tx,
+                ) {
+                    Self::send_raw(&mut self.stats, dev, now, &tx[..n]);
+                }
+            }
+        }
+    }
+
+    fn flush_udp<D: Device + ?Sized>(&mut self, dev: &mut D, now: Instant) {
+        let src = self.config.addr;
+        while let Some((sport, dst, payload)) = self.udp_tx.pop_front() {
+            let repr = UdpRepr {
+                src_port: sport,
+                dst_port: dst.port(),
+                payload: &payload,
+            };
+            let hl = ipv4::HEADER_LEN;
+            let len = repr.buffer_len();
+            repr.emit(src, *dst.ip(), &mut self.tx_buf[hl..hl + len]);
+            self.ip
+                .emit_header(*dst.ip(), PROTO_UDP, len, &mut self.tx_buf[..hl]);
+            self.stats.udp_tx_datagrams += 1;
+            Self::send_raw(&mut self.stats, dev, now, &self.tx_buf[..hl + len]);
+        }
+    }
+
+    /// Run every TCP socket that is dirty or whose timer is due; transmit;
+    /// handle state transitions (accept queue, reaping); recompute the deadline.
+    fn dispatch<D: Device + ?Sized>(&mut self, now: Instant, dev: &mut D) {
+        let mut next: Option<Instant> = None;
+        let mut tx = std::mem::take(&mut self.tx_buf);
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            let Some(Socket::Tcp(sock)) = slot.socket.as_mut() else {
+                slot.dirty = false;
+                continue;
+            };
+            let due = slot.dirty || sock.tcb.poll_at().is_some_and(|t| t <= now);
+            if due {
+                slot.dirty = false;
+                let remote_ip = *sock.tcb.remote().ip();
+                let mut sent = false;
+                while let Some(seg) = sock.tcb.poll_transmit(now) {
+                    Self::emit_tcp(
+                        &mut self.ip,
+                        &mut self.stats,
+                        dev,
+                        now,
+                        &mut tx,
+                        remote_ip,
+                        &seg,
+                    );
+                    sent = true;
+                }
+                let state = sock.tcb.state();
+                let changed = state != sock.last_state;
+                sock.last_state = state;
+                let h = SocketHandle {
+                    index: i as u32,
+                    generation: slot.generation,
+                };
+                if changed || sent {
+                    self.mark_event(h);
+                }
+                self.after_transition(h);
+            }
+            if let Some(Some(Socket::Tcp(sock))) = self.slots.get(i).map(|s| s.socket.as_ref()) {
+                if let Some(t) = sock.tcb.poll_at() {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+        }
+        self.tx_buf = tx;
+        self.next_deadline = next;
+    }
+
+    /// Move a connection that just became established into its listener's
+    /// accept queue; reap closed connections.
+    fn after_transition(&mut self, h: SocketHandle) {
+        let Some(Socket::Tcp(sock)) = self.slots[h.index as usize].socket.as_mut() else {
+            return;
+        };
+        let state = sock.tcb.state();
+        if let Some(lh) = sock.listener {
+            let synchronized = !matches!(
+                state,
+                State::SynReceived | State::Closed | State::Listen | State::SynSent
+            );
+            if synchronized || state == State::Closed {
+                sock.listener = None;
+                let mut listener_gone = true;
+                if let Some(Some(Socket::Listener(l))) =
+                    self.slot_mut(lh).map(|s| s.socket.as_mut())
+                {
+                    l.embryonic = l.embryonic.saturating_sub(1);
+                    if synchronized {
+                        l.ready.push_back(h);
+                        listener_gone = false;
+                    }
+                }
+                if synchronized {
+                    if listener_gone {
+                        if let Some(Socket::Tcp(sock)) =
+                            self.slots[h.index as usize].socket.as_mut()
+                        {
+                            sock.tcb.abort();
+                            sock.orphaned = true;
+                        }
+                        self.slots[h.index as usize].dirty = true;
+                    } else {
+                        self.mark_event(lh);
+                    }
+                }
+            }
+        }
+        let Some(Socket::Tcp(sock)) = self.slots[h.index as usize].socket.as_ref() else {
+            return;
+        };
+        // Reap: closed and either orphaned by the user or never handed out.
+        if sock.tcb.is_closed()
+            && (sock.orphaned || sock.listener.is_none() && self.is_unaccepted(h))
+        {
+            self.free_tcp(h);
+        }
+    }
+
+    fn is_unaccepted(&self, h: SocketHandle) -> bool {
+        // A closed connection still in a listener's ready queue is dropped
+        // from it at accept time; nothing to do here.
+        let _ = h;
+        false
+    }
+
+    fn free_tcp(&mut self, h: SocketHandle) {
+        if let Some(Socket::Tcp(sock)) = self.slots[h.index as usize].socket.take() {
+            let key = (sock.tcb.remote(), sock.tcb.local().port());
+            if self.tcp_conns.get(&key) == Some(&h) {
+                self.tcp_conns.remove(&key);
+            }
+            self.stats.tcp_conns_closed += 1;
+        }
+        self.release(h);
+    }
+
+    // ----- socket table --------------------------------------------------
+
+    fn alloc(&mut self, socket: Socket) -> SocketHandle {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    socket: None,
+                    dirty: false,
+                    evented: false,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.socket = Some(socket);
+        slot.dirty = false;
+        slot.evented = false;
+        SocketHandle {
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    fn release(&mut self, h: SocketHandle) {
+        let slot = &mut self.slots[h.index as usize];
+        slot.socket = None;
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.dirty = false;
+        self.free.push(h.index);
+    }
+
+    fn slot_mut(&mut self, h: SocketHandle) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(h.index as usize)
+            .filter(|s| s.generation == h.generation && s.socket.is_some())
+    }
+
+    /// Input or a user action touched this socket: transmit at the next poll
+    /// and tell the runtime its readiness may have changed.
+    fn mark(&mut self, h: SocketHandle) {
+        if let Some(slot) = self.slots.get_mut(h.index as usize) {
+            slot.dirty = true;
+        }
+        self.mark_event(h);
+    }
+
+    fn mark_event(&mut self, h: SocketHandle) {
+        if let Some(slot) = self.slots.get_mut(h.index as usize) {
+            if !slot.evented {
+                slot.evented = true;
+                self.events.push(h);
+            }
+        }
+    }
+
+    fn tcp(&mut self, h: SocketHandle) -> Result<&mut TcpSocket, TcpError> {
+        match self.slot_mut(h).and_then(|s| s.socket.as_mut()) {
+            Some(Socket::Tcp(s)) if !s.orphaned => Ok(s),
+            _ => Err(TcpError::NotConnected),
+        }
+    }
+
+    fn tcp_ref(&self, h: SocketHandle) -> Option<&TcpSocket> {
+        match self
+            .slots
+            .get(h.index as usize)
+            .filter(|s| s.generation == h.generation)
+            .and_then(|s| s.socket.as_ref())
+        {
+            Some(Socket::Tcp(s)) if !s.orphaned => Some(s),
+            _ => None,
+        }
+    }
+
+    fn ephemeral_port(&mut self, taken: impl Fn(&Stack, u16) -> bool) -> Result<u16, StackError> {
+        let (lo, hi) = self.config.ephemeral_ports;
+        let span = (hi as u32 - lo as u32 + 1).max(1);
+        let start = self.rng.gen_range(0, span as u64) as u32;
+        for k in 0..span {
+            let port = (lo as u32 + (start + k) % span) as u16;
+            if !taken(self, port) {
+                return Ok(port);
+            }
+        }
+        Err(StackError::NoEphemeralPorts)
+    }
+
+    // ----- TCP API -------------------------------------------------------
+
+    /// Listen on `port` with room for `backlog` connections that are being
+    /// established or waiting to be accepted.
+    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, StackError> {
+        if self.tcp_listeners.contains_key(&port) {
+            return Err(StackError::AddrInUse(port));
+        }
+        let h = self.alloc(Socket::Listener(Listener {
+            port,
+            backlog: backlog.max(1),
+            embryonic: 0,
+            ready: VecDeque::new(),
+        }));
+        self.tcp_listeners.insert(port, h);
+        Ok(h)
+    }
+
+    /// Take the next established connection, or `WouldBlock`.
+    pub fn tcp_accept(&mut self, listener: SocketHandle) -> Result<SocketHandle, TcpError> {
+        loop {
+            let next = match self.slot_mut(listener).and_then(|s| s.socket.as_mut()) {
+                Some(Socket::Listener(l)) => l.ready.pop_front(),
+                _ => return Err(TcpError::NotConnected),
+            };
+            let Some(h) = next else {
+                return Err(TcpError::WouldBlock);
+            };
+            // A connection reset before it was accepted is discarded quietly.
+            let closed = matches!(self.slot_mut(h).and_then(|s| s.socket.as_ref()), Some(Socket::Tcp(s)) if s.tcb.is_closed());
+            if closed {
+                self.free_tcp(h);
+                continue;
+            }
+            return Ok(h);
+        }
+    }
+
+    /// Start an active open to `remote` from a random ephemeral port.
+    pub fn tcp_connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddrV4,
+    ) -> Result<SocketHandle, StackError> {
+        let ip = *remote.ip();
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || remote.port() == 0 {
+            return Err(StackError::BadAddress(ip));
+        }
+        let port = self.ephemeral_port(|s, p| {
+            s.tcp_conns.contains_key(&(remote, p)) || s.tcp_listeners.contains_key(&p)
+        })?;
+        let local = SocketAddrV4::new(self.config.addr, port);
+        let isn = self.isn.isn(now, local, remote);
+        let tcb = Tcb::connect(&self.config.tcp, local, remote, isn, now);
+        let state = tcb.state();
+        let h = self.alloc(Socket::Tcp(Box::new(TcpSocket {
+            tcb,
+            listener: None,
+            orphaned: false,
+            last_state: state,
+        })));
+        self.tcp_conns.insert((remote, port), h);
+        self.stats.tcp_conns_opened += 1;
+        self.mark(h);
+        Ok(h)
+    }
+
+    pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> Result<usize, TcpError> {
+        let n = self.tcp(h)?.tcb.send(data)?;
+        self.mark(h);
+        Ok(n)
+    }
+
+    /// Read in-order bytes; `Ok(0)` is end of stream.
+    pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> Result<usize, TcpError> {
+        let r = self.tcp(h)?.tcb.recv(buf);
+        if matches!(r, Ok(n) if n > 0) {
+            // Reading may open the window: let the TCB send an update.
+            self.mark(h);
+        }
+        r
+    }
+
+    /// Half-close: FIN after queued data; reading continues.
+    pub fn tcp_shutdown(&mut self, h: SocketHandle) -> Result<(), TcpError> {
+        self.tcp(h)?.tcb.shutdown();
+        self.mark(h);
+        Ok(())
+    }
+
+    /// Close the handle. Queued data is still delivered and the connection
+    /// closes gracefully in the background; unread received data makes it
+    /// abort with RST instead, as Linux does (RFC 2525 §2.17).
+    pub fn tcp_close(&mut self, h: SocketHandle) {
+        if let Ok(sock) = self.tcp(h) {
+            let mut probe = [0u8; 1];
+            let unread = matches!(sock.tcb.recv(&mut probe), Ok(n) if n > 0);
+            if unread {
+                sock.tcb.abort();
+            } else {
+                sock.tcb.shutdown();
+            }
+            sock.orphaned = true;
+            self.mark(h);
+        }
+    }
+
+    /// Reset the connection now.
+    pub fn tcp_abort(&mut self, h: SocketHandle) {
+        if let Ok(sock) = self.tcp(h) {
+            sock.tcb.abort();
+            self.mark(h);
+        }
+    }
+
+    pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> Result<(), TcpError> {
+        self.tcp(h)?.tcb.set_nodelay(nodelay);
+        self.mark(h);
+        Ok(())
+    }
+
+    pub fn tcp_state(&self, h: SocketHandle) -> Option<State> {
+        self.tcp_ref(h).map(|s| s.tcb.state())
+    }
+
+    pub fn tcp_error(&self, h: SocketHandle) -> Option<TcpError> {
+        self.tcp_ref(h).and_then(|s| s.tcb.error())
+    }
+
+    pub fn tcp_can_recv(&self, h: SocketHandle) -> bool {
+        self.tcp_ref(h).is_none_or(|s| s.tcb.can_recv())
+    }
+
+    pub fn tcp_send_capacity(&self, h: SocketHandle) -> usize {
+        self.tcp_ref(h).map_or(0, |s| s.tcb.send_capacity())
+    }
+
+    /// Bytes written but not yet acknowledged by the peer.
+    pub fn tcp_send_queue(&self, h: SocketHandle) -> usize {
+        self.tcp_ref(h).map_or(0, |s| s.tcb.send_queue())
+    }
+
+    pub fn tcp_local_addr(&self, h: SocketHandle) -> Option<SocketAddrV4> {
+        self.tcp_ref(h).map(|s| s.tcb.local())
+    }
+
+    pub fn tcp_peer_addr(&self, h: SocketHandle) -> Option<SocketAddrV4> {
+        self.tcp_ref(h).map(|s| s.tcb.remote())
+    }
+
+    pub fn tcp_stats(&self, h: SocketHandle) -> Option<TcpStats> {
+        self.tcp_ref(h).map(|s| s.tcb.stats())
+    }
+
+    /// Stats of every live TCP connection, with its addresses (like `ss -ti`).
+    pub fn tcp_connections(&self) -> Vec<(SocketAddrV4, SocketAddrV4, TcpStats)> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s.socket.as_ref() {
+                Some(Socket::Tcp(t)) => Some((t.tcb.local(), t.tcb.remote(), t.tcb.stats())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Connections waiting in a listener's accept queue.
+    pub fn tcp_listener_ready(&self, l: SocketHandle) -> usize {
+        match self
+            .slots
+            .get(l.index as usize)
+            .filter(|s| s.generation == l.generation)
+            .and_then(|s| s.socket.as_ref())
+        {
+            Some(Socket::Listener(l)) => l.ready.len(),
+            _ => 0,
+        }
+    }
+
+    /// Stop listening; connections not yet accepted are reset.
+    pub fn tcp_listener_close(&mut self, l: SocketHandle) {
+        let Some(Some(Socket::Listener(listener))) = self.slot_mut(l).map(|s| s.socket.take())
+        else {
+            return;
+        };
+        self.tcp_listeners.remove(&listener.port);
+        self.release(l);
+        for h in listener.ready {
+            if let Ok(sock) = self.tcp(h) {
+                sock.tcb.abort();
+                sock.orphaned = true;
+                self.mark(h);
+            }
+        }
+        // Embryonic connections notice the listener is gone when they establish.
+    }
+
+    // ----- UDP API -------------------------------------------------------
+
+    /// Bind a UDP socket; port 0 picks an ephemeral port.
+    pub fn udp_bind(&mut self, port: u16) -> Result<SocketHandle, StackError> {
+        let port = if port == 0 {
+            self.ephemeral_port(|s, p| s.udp_ports.contains_key(&p))?
+        } else if self.udp_ports.contains_key(&port) {
+            return Err(StackError::AddrInUse(port));
+        } else {
+            port
+        };
+        let h = self.alloc(Socket::Udp(UdpSocket::new(port, self.config.udp_rx_limit)));
+        self.udp_ports.insert(port, h);
+        Ok(h)
+    }
+
+    pub fn udp_local_port(&self, h: SocketHandle) -> Option<u16> {
+        match self
+            .slots
+            .get(h.index as usize)
+            .filter(|s| s.generation == h.generation)
+            .and_then(|s| s.socket.as_ref())
+        {
+            Some(Socket::Udp(u)) => Some(u.local_port()),
+            _ => None,
+        }
+    }
+
+    /// Queue a datagram; it is sent at the next poll.
+    pub fn udp_send_to(
+        &mut self,
+        h: SocketHandle,
+        data: &[u8],
+        dst: SocketAddrV4,
+    ) -> Result<usize, StackError> {
+        let port = self.udp_local_port(h).ok_or(StackError::InvalidHandle)?;
+        let ip = *dst.ip();
+        if ip.is_unspecified() || ip.is_multicast() || dst.port() == 0 {
+            return Err(StackError::BadAddress(ip));
+        }
+        let max = self.config.mtu - ipv4::HEADER_LEN - crate::wire::udp::HEADER_LEN;
+        if data.len() > max {
+            return Err(StackError::MessageTooLarge(data.len()));
+        }
+        self.udp_tx.push_back((port, dst, data.to_vec()));
+        Ok(data.len())
+    }
+
+    /// Next datagram: (bytes copied, source); `WouldBlock` if none.
+    pub fn udp_recv_from(
+        &mut self,
+        h: SocketHandle,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddrV4), TcpError> {
+        match self.slot_mut(h).and_then(|s| s.socket.as_mut()) {
+            Some(Socket::Udp(u)) => u.pop(buf).ok_or(TcpError::WouldBlock),
+            _ => Err(TcpError::NotConnected),
+        }
+    }
+
+    pub fn udp_can_recv(&self, h: SocketHandle) -> bool {
+        match self
+            .slots
+            .get(h.index as usize)
+            .filter(|s| s.generation == h.generation)
+            .and_then(|s| s.socket.as_ref())
+        {
+            Some(Socket::Udp(u)) => u.can_recv(),
+            _ => true,
+        }
+    }
+
+    pub fn udp_close(&mut self, h: SocketHandle) {
+        if let Some(Some(Socket::Udp(u))) = self.slot_mut(h).map(|s| s.socket.take()) {
+            self.udp_ports.remove(&u.local_port());
+            self.release(h);
+        }
+    }
+}
+
+/// Where `inner` starts inside `outer`, if it is a sub-slice of it.
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let o = outer.as_ptr() as usize;
+    let i = inner.as_ptr() as usize;
+    (i >= o && i + inner.len() <= o + outer.len()).then(|| i - o)
+}
