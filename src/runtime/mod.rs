@@ -1,1 +1,316 @@
-//! The runtime: a mio event loop around a device and std-like socket handles.
+//! The runtime: one thread runs a mio event loop around a device and owns
+//! the [`Stack`]; application threads hold std-like handles
+//! ([`TcpListener`], [`TcpStream`], [`UdpSocket`]) whose blocking calls move
+//! bytes between the caller and the socket buffers and wake the loop.
+//!
+//! Device I/O never happens under the stack lock: the loop reads a batch of
+//! packets from the fd into a [`QueueDevice`], takes the lock, runs
+//! `Stack::poll` against that queue, releases the lock, and only then writes
+//! the queued output to the fd.
+
+mod socket;
+
+pub use socket::{TcpListener, TcpStream, UdpSocket};
+
+use crate::phy::queue::QueueDevice;
+use crate::phy::Device;
+use crate::rng::Rng;
+use crate::stack::{SocketHandle, Stack, StackConfig, StackStats};
+use crate::tcp::TcpStats;
+use crate::time::{Clock, Duration, Instant};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+const DEVICE: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// State shared between the event loop and the handles.
+pub(crate) struct Shared {
+    pub(crate) inner: Mutex<Inner>,
+    waker: Waker,
+    stopped: AtomicBool,
+    pub(crate) clock: Clock,
+}
+
+pub(crate) struct Inner {
+    pub(crate) stack: Stack,
+    /// Condition variables of threads blocked on a socket, by socket index.
+    waiters: HashMap<usize, Arc<Condvar>>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic on another thread while holding the lock leaves the stack
+        // in whatever state it was; keep serving rather than cascading.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tell the loop that a socket has work (data written, window opened, close).
+    pub(crate) fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::warn!("cannot wake the stack thread: {e}");
+        }
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Block until `ready` returns `Some`, the deadline passes (`TimedOut`),
+    /// or the stack stops. `ready` runs with the stack locked.
+    pub(crate) fn wait_for<T>(
+        &self,
+        h: SocketHandle,
+        deadline: Option<std::time::Instant>,
+        mut ready: impl FnMut(&mut Stack) -> Option<io::Result<T>>,
+    ) -> io::Result<T> {
+        let mut g = self.lock();
+        loop {
+            if let Some(r) = ready(&mut g.stack) {
+                return r;
+            }
+            if self.is_stopped() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the stack has stopped",
+                ));
+            }
+            let cv = g
+                .waiters
+                .entry(h.index())
+                .or_insert_with(|| Arc::new(Condvar::new()))
+                .clone();
+            g = match deadline {
+                None => cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "operation timed out",
+                        ));
+                    }
+                    cv.wait_timeout(g, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    pub(crate) fn forget_waiter(&self, h: SocketHandle) {
+        self.lock().waiters.remove(&h.index());
+    }
+}
+
+/// A device the runtime can drive: packets plus a pollable fd.
+pub trait RuntimeDevice: Device + AsRawFd + Send + 'static {}
+impl<T: Device + AsRawFd + Send + 'static> RuntimeDevice for T {}
+
+/// A running stack: the event-loop thread and the shared state. Dropping it
+/// stops the loop; handles then fail with `NotConnected`.
+pub struct Net {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    addr: Ipv4Addr,
+}
+
+impl Net {
+    /// Start a stack on `device` with a random seed from the OS.
+    pub fn start<D: RuntimeDevice>(device: D, config: StackConfig) -> io::Result<Net> {
+        Net::start_with_rng(device, config, Rng::from_os())
+    }
+
+    pub fn start_with_rng<D: RuntimeDevice>(
+        device: D,
+        mut config: StackConfig,
+        rng: Rng,
+    ) -> io::Result<Net> {
+        config.mtu = config.mtu.min(device.mtu());
+        let addr = config.addr;
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let fd = device.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&fd), DEVICE, Interest::READABLE)?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                stack: Stack::new(config, rng),
+                waiters: HashMap::new(),
+            }),
+            waker,
+            stopped: AtomicBool::new(false),
+            clock: Clock::new(),
+        });
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("tunstack".into())
+            .spawn(move || {
+                let r = event_loop(&s2, poll, device);
+                if let Err(e) = &r {
+                    log::error!("stack event loop failed: {e}");
+                }
+                s2.stopped.store(true, Ordering::Release);
+                notify_all(&s2);
+                r
+            })?;
+        Ok(Net {
+            shared,
+            thread: Some(thread),
+            addr,
+        })
+    }
+
+    /// The stack's IPv4 address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> StackStats {
+        self.shared.lock().stack.stats()
+    }
+
+    /// Every live TCP connection with its stats (like `ss -ti`).
+    pub fn tcp_connections(&self) -> Vec<(SocketAddrV4, SocketAddrV4, TcpStats)> {
+        self.shared.lock().stack.tcp_connections()
+    }
+
+    /// Run `f` with the stack locked (for inspection and tests).
+    pub fn with_stack<T>(&self, f: impl FnOnce(&mut Stack) -> T) -> T {
+        let r = f(&mut self.shared.lock().stack);
+        self.shared.wake();
+        r
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stop the event loop and wait for it; returns its error, if it failed.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> io::Result<()> {
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.wake();
+        let r = match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("stack thread panicked"))),
+            None => Ok(()),
+        };
+        notify_all(&self.shared);
+        r
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+fn notify_all(shared: &Shared) {
+    let g = shared.lock();
+    for cv in g.waiters.values() {
+        cv.notify_all();
+    }
+}
+
+fn event_loop<D: Device + AsRawFd>(
+    shared: &Shared,
+    mut poll: Poll,
+    mut device: D,
+) -> io::Result<()> {
+    let mtu = device.mtu();
+    let mut events = Events::with_capacity(16);
+    let mut queue = QueueDevice::new(mtu);
+    let mut woken: Vec<SocketHandle> = Vec::new();
+    let mut rx_buf = vec![0u8; mtu.max(65535)];
+    let batch = 256;
+    let mut timeout: Option<Duration> = Some(Duration::ZERO);
+    loop {
+        match poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if shared.is_stopped() {
+            return Ok(());
+        }
+        // 1. Read a batch from the device, outside the lock. mio is
+        //    edge-triggered: if the batch filled up, come back without sleeping.
+        let mut device_drained = true;
+        for i in 0..batch {
+            let now = shared.clock.now();
+            match device.recv(now, &mut rx_buf) {
+                Ok(Some(n)) => {
+                    let mut b = queue.take_buffer();
+                    b.extend_from_slice(&rx_buf[..n]);
+                    queue.rx.push_back(b);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("device read failed: {e}");
+                    break;
+                }
+            }
+            if i == batch - 1 {
+                device_drained = false;
+            }
+        }
+        // 2. Run the stack.
+        let (deadline, busy) = {
+            let mut g = shared.lock();
+            let now = shared.clock.now();
+            let mut deadline = g.stack.poll(now, &mut queue);
+            // Packets not consumed (rx batch limit inside the stack) stay queued.
+            while !queue.rx.is_empty() {
+                deadline = g.stack.poll(shared.clock.now(), &mut queue);
+            }
+            g.stack.drain_events(&mut woken);
+            for h in woken.drain(..) {
+                if let Some(cv) = g.waiters.get(&h.index()) {
+                    cv.notify_all();
+                }
+            }
+            (deadline, g.stack.needs_poll())
+        };
+        // 3. Write the output, outside the lock.
+        while let Some(pkt) = queue.tx.pop_front() {
+            let now = shared.clock.now();
+            if let Err(e) = device.send(now, &pkt) {
+                log::warn!("device write failed: {e}");
+            }
+            queue.recycle(pkt);
+        }
+        timeout = if !device_drained || busy {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|d| d.saturating_duration_since(shared.clock.now()))
+        };
+        // A held packet inside a device wrapper (fault injection) also wakes us.
+        if let Some(at) = device.poll_at() {
+            let t = at.saturating_duration_since(shared.clock.now());
+            timeout = Some(timeout.map_or(t, |x| x.min(t)));
+        }
+    }
+}
+
+/// Convert an absolute `Instant` deadline into an OS deadline for a timeout.
+pub(crate) fn deadline_from(timeout: Option<Duration>) -> Option<std::time::Instant> {
+    timeout.map(|t| std::time::Instant::now() + t)
+}
+
+#[allow(dead_code)]
+pub(crate) fn now_of(shared: &Shared) -> Instant {
+    shared.clock.now()
+}
