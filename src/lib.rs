@@ -20,3 +20,5 @@ pub mod runtime;
 pub mod sim;
 
 pub mod netns;
+pub mod services;
+pub mod up;

@@ -1,0 +1,101 @@
+//! Bringing a stack up on a TUN device: what `tunstack up` does, as a library
+//! call that tests and the demo make too.
+//!
+//! Default addresses come from 198.18.0.0/15, which RFC 2544 sets aside for
+//! benchmarking network devices: it is not routed on the Internet and home
+//! and office networks do not use it. The kernel side is 198.19.0.1/24 and
+//! the stack 198.19.0.2; short-lived client stacks (`tunstack curl`, `dig`)
+//! use 198.19.1.0/24 on their own device so they work beside a running `up`.
+
+use crate::netns::{self, Ipv4Cidr};
+use crate::phy::pcap::PcapWriter;
+use crate::phy::tun::TunDevice;
+use crate::runtime::Net;
+use crate::stack::StackConfig;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+pub const DEFAULT_TUN: &str = "tunstack0";
+pub const DEFAULT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+pub const DEFAULT_PEER: &str = "198.19.0.1/24";
+pub const DEFAULT_MTU: usize = 1500;
+
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// TUN device name; created if missing, attached to if it exists.
+    pub tun: String,
+    /// The stack's own address.
+    pub addr: Ipv4Addr,
+    /// The kernel side's address and prefix (also the route to the stack).
+    pub peer: Ipv4Cidr,
+    pub mtu: usize,
+    /// Write every packet to this pcap file.
+    pub pcap: Option<PathBuf>,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            tun: DEFAULT_TUN.into(),
+            addr: DEFAULT_ADDR,
+            peer: DEFAULT_PEER.parse().expect("default peer parses"),
+            mtu: DEFAULT_MTU,
+            pcap: None,
+        }
+    }
+}
+
+impl UpOptions {
+    /// Check the options before touching the system; the error says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tun.is_empty() || self.tun.len() > 15 || self.tun.contains(['/', ' ']) {
+            return Err(format!("--tun {:?}: a device name is 1 to 15 characters without '/' or spaces", self.tun));
+        }
+        if !(576..=65535).contains(&self.mtu) {
+            return Err(format!("--mtu {}: must be between 576 and 65535", self.mtu));
+        }
+        if !self.peer.contains(self.addr) {
+            return Err(format!("--addr {} is not inside --peer {}: the kernel would have no route to the stack", self.addr, self.peer));
+        }
+        if self.peer.addr == self.addr {
+            return Err(format!("--addr and --peer are both {}: the stack and the kernel need different addresses", self.addr));
+        }
+        Ok(())
+    }
+}
+
+/// A running stack on a TUN device. Dropping it stops the stack; a device
+/// this call created disappears with it (non-persistent TUN).
+pub struct Up {
+    pub net: Net,
+    /// True if the device was created here (false: attached to an existing one).
+    pub created: bool,
+    pub options: UpOptions,
+}
+
+fn device_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Open (or create) the TUN device, configure the kernel side if we created
+/// it, and start the stack. Services are started separately.
+pub fn bring_up(opts: &UpOptions) -> io::Result<Up> {
+    opts.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let existed = device_exists(&opts.tun);
+    let tun = TunDevice::open(&opts.tun, opts.mtu)?;
+    if !existed {
+        netns::configure_tun(&opts.tun, opts.peer, opts.mtu)?;
+    }
+    let mut config = StackConfig::new(opts.addr);
+    config.mtu = opts.mtu;
+    let net = match &opts.pcap {
+        Some(path) => Net::start(PcapWriter::create(tun, path)?, config)?,
+        None => Net::start(tun, config)?,
+    };
+    Ok(Up {
+        net,
+        created: !existed,
+        options: opts.clone(),
+    })
+}
