@@ -119,6 +119,16 @@ pub struct TcpStream {
     inner: Arc<StreamInner>,
 }
 
+impl std::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("local", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
 impl TcpStream {
     fn from_handle(shared: Arc<Shared>, h: SocketHandle) -> TcpStream {
         TcpStream {
@@ -133,10 +143,15 @@ impl TcpStream {
 
     /// Connect to `addr` and wait for the handshake (SYN retries bound the wait).
     pub fn connect(net: &Net, addr: SocketAddrV4) -> io::Result<TcpStream> {
-        TcpStream::connect_timeout(net, addr, None)
+        TcpStream::connect_inner(net, addr, None)
     }
 
-    pub fn connect_timeout(
+    /// Connect, giving up with `TimedOut` after `timeout` (like std's).
+    pub fn connect_timeout(net: &Net, addr: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+        TcpStream::connect_inner(net, addr, Some(timeout))
+    }
+
+    fn connect_inner(
         net: &Net,
         addr: SocketAddrV4,
         timeout: Option<Duration>,

@@ -1,0 +1,197 @@
+//! End-to-end tests: the kernel's own TCP/IP (std::net, ping) talking to the
+//! stack across a TUN device, each test in its own network namespace.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddrV4, TcpListener as KernelListener, TcpStream as KernelStream};
+use std::time::Duration;
+use tunstack::netns;
+use tunstack::runtime::{TcpListener, TcpStream};
+
+const MB: u64 = 1 << 20;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn kernel_connect(port: u16) -> KernelStream {
+    let s = KernelStream::connect_timeout(&SocketAddrV4::new(STACK, port).into(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("kernel connect to {STACK}:{port}: {e}"));
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+#[test]
+fn kernel_pings_the_stack() {
+    with_stack("kernel_pings_the_stack", |up| {
+        let out = netns::run("ping", &["-c", "3", "-i", "0.2", "-W", "2", &STACK.to_string()])
+            .expect("ping the stack");
+        assert!(out.contains("3 received"), "ping output: {out}");
+        let stats = up.net.stats();
+        assert!(stats.ip.icmp_echo_replies >= 3, "{stats:?}");
+        // A large ping is fragmented by the kernel and reassembled by the stack.
+        let out = netns::run("ping", &["-c", "1", "-s", "4000", "-W", "2", &STACK.to_string()])
+            .expect("ping the stack with a fragmented 4000-byte payload");
+        assert!(out.contains("1 received"), "ping output: {out}");
+        assert!(up.net.stats().ip.rx_reassembled >= 1);
+    });
+}
+
+#[test]
+fn kernel_sends_100mb_to_the_stack_sink() {
+    with_stack("kernel_sends_100mb_to_the_stack_sink", |up| {
+        // A sink on the stack that hashes what it reads.
+        let listener = TcpListener::bind(&up.net, 9000).unwrap();
+        let sink = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            hash_reader(&mut s).unwrap()
+        });
+        let mut k = kernel_connect(9000);
+        let sent = Stream::new(1, 100 * MB).write_all(&mut k).unwrap();
+        k.shutdown(Shutdown::Write).unwrap();
+        let (len, got) = sink.join().unwrap();
+        assert_eq!(len, 100 * MB);
+        assert_eq!(got, sent, "bytes differ");
+        // The discard service takes the same volume without complaint.
+        let mut k = kernel_connect(tunstack::services::DISCARD_PORT);
+        Stream::new(2, 10 * MB).write_all(&mut k).unwrap();
+        k.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(k.read_to_end(&mut rest).unwrap(), 0, "discard sends nothing back");
+    });
+}
+
+#[test]
+fn kernel_echoes_100mb_through_the_stack() {
+    with_stack("kernel_echoes_100mb_through_the_stack", |_up| {
+        let mut k = kernel_connect(tunstack::services::ECHO_PORT);
+        let mut w = k.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let h = Stream::new(3, 100 * MB).write_all(&mut w).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+            h
+        });
+        let (len, got) = hash_reader(&mut k).unwrap();
+        let sent = writer.join().unwrap();
+        assert_eq!(len, 100 * MB);
+        assert_eq!(got, sent, "echoed bytes differ");
+    });
+}
+
+#[test]
+fn stack_connects_to_a_kernel_listener_both_ways() {
+    with_stack("stack_connects_to_a_kernel_listener", |up| {
+        let l = KernelListener::bind((KERNEL, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            // Read the client's 20 MB, then answer with 20 MB of our own.
+            let got = hash_exact(&mut s, 20 * MB).unwrap();
+            let sent = Stream::new(5, 20 * MB).write_all(&mut s).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).unwrap();
+            (got, sent, rest.len())
+        });
+        let mut c = TcpStream::connect_timeout(&up.net, SocketAddrV4::new(KERNEL, port), Duration::from_secs(10)).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.set_write_timeout(Some(TIMEOUT)).unwrap();
+        let sent = Stream::new(4, 20 * MB).write_all(&mut c).unwrap();
+        let (len, got) = {
+            let h = hash_exact(&mut c, 20 * MB).unwrap();
+            (20 * MB, h)
+        };
+        let mut eof = [0u8; 1];
+        assert_eq!(c.read(&mut eof).unwrap(), 0, "server's FIN reaches the stack");
+        c.shutdown(Shutdown::Write).unwrap();
+        let (srv_got, srv_sent, extra) = server.join().unwrap();
+        assert_eq!(srv_got, sent, "kernel received different bytes");
+        assert_eq!(len, 20 * MB);
+        assert_eq!(got, srv_sent, "stack received different bytes");
+        assert_eq!(extra, 0);
+    });
+}
+
+#[test]
+fn connecting_to_a_closed_port_is_refused_both_ways() {
+    with_stack("closed_port_refused", |up| {
+        let e = KernelStream::connect_timeout(&SocketAddrV4::new(STACK, 4444).into(), Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        let e = TcpStream::connect_timeout(&up.net, SocketAddrV4::new(KERNEL, 4444), Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(up.net.stats().tcp_rst_sent >= 1);
+    });
+}
+
+#[test]
+fn two_hundred_parallel_connections_to_one_port() {
+    with_stack("two_hundred_parallel_connections", |_up| {
+        const N: usize = 200;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(N));
+        let threads: Vec<_> = (0..N)
+            .map(|i| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut k = kernel_connect(tunstack::services::ECHO_PORT);
+                    let msg: Vec<u8> = (0..16 * 1024).map(|j| (i * 31 + j) as u8).collect();
+                    k.write_all(&msg).unwrap();
+                    k.shutdown(Shutdown::Write).unwrap();
+                    let mut back = Vec::new();
+                    k.read_to_end(&mut back).unwrap();
+                    assert_eq!(back, msg, "connection {i} echoed different bytes");
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a connection failed");
+        }
+    });
+}
+
+#[test]
+fn udp_echo_and_port_unreachable() {
+    with_stack("udp_echo_and_port_unreachable", |up| {
+        let s = std::net::UdpSocket::bind((KERNEL, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.connect((STACK, tunstack::services::ECHO_PORT)).unwrap();
+        let mut ok = 0;
+        for i in 0..20u8 {
+            let msg = vec![i; 100 + i as usize * 50];
+            s.send(&msg).unwrap();
+            let mut buf = [0u8; 2048];
+            if let Ok(n) = s.recv(&mut buf) {
+                assert_eq!(&buf[..n], &msg[..]);
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 20, "all datagrams echoed on a lossless link");
+        // A port nobody listens on: ICMP port unreachable reaches the kernel
+        // socket as ECONNREFUSED.
+        s.connect((STACK, 4444)).unwrap();
+        s.send(b"anyone?").unwrap();
+        let e = s.recv(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(up.net.stats().udp_rx_no_port >= 1);
+    });
+}
+
+#[test]
+fn kernel_ipv6_chatter_is_counted_and_dropped() {
+    with_stack("kernel_ipv6_chatter", |up| {
+        // Re-enable IPv6 on the device: the kernel then sends MLD reports and
+        // router solicitations to the stack, which must count and drop them.
+        let dev = &up.options.tun;
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "0").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while up.net.stats().ip.rx_ipv6 == 0 {
+            assert!(std::time::Instant::now() < deadline, "no IPv6 packet seen in 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // ... and the stack still works.
+        let out = netns::run("ping", &["-c", "1", "-W", "2", &STACK.to_string()]).unwrap();
+        assert!(out.contains("1 received"));
+    });
+}
