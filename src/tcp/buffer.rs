@@ -47,40 +47,312 @@ impl RingBuffer {
 
     /// Append as much of `data` as fits; returns bytes taken.
     pub fn enqueue_slice(&mut self, data: &[u8]) -> usize {
-        let _ = data;
-        todo!()
+        let n = self.write_unallocated(0, data);
+        self.len += n;
+        n
     }
 
     /// Pop up to `buf.len()` bytes from the front; returns bytes copied.
     pub fn dequeue_slice(&mut self, buf: &mut [u8]) -> usize {
-        let _ = buf;
-        todo!()
+        let n = self.read_allocated(0, buf);
+        self.dequeue_allocated(n)
+    }
+
+    /// Copy up to `buf.len()` queued bytes starting `offset` bytes from the
+    /// front into `buf` without removing them, across the wrap point; returns
+    /// bytes copied (0 if `offset >= len`).
+    pub fn read_allocated(&self, offset: usize, buf: &mut [u8]) -> usize {
+        let mut copied = 0;
+        while copied < buf.len() {
+            let chunk = self.get_allocated(offset + copied, buf.len() - copied);
+            if chunk.is_empty() {
+                break;
+            }
+            buf[copied..copied + chunk.len()].copy_from_slice(chunk);
+            copied += chunk.len();
+        }
+        copied
     }
 
     /// Drop up to `count` bytes from the front; returns bytes dropped.
     pub fn dequeue_allocated(&mut self, count: usize) -> usize {
-        let _ = count;
-        todo!()
+        let n = count.min(self.len);
+        if n == 0 {
+            return 0;
+        }
+        self.read_at = (self.read_at + n) % self.capacity();
+        // read_at is never reset when the buffer empties: bytes written past
+        // the end by `write_unallocated` must stay where they are.
+        self.len -= n;
+        n
+    }
+
+    /// Drop all queued bytes (and anything written past the end).
+    pub fn clear(&mut self) {
+        self.read_at = 0;
+        self.len = 0;
     }
 
     /// The longest contiguous slice of queued bytes starting `offset` bytes
     /// from the front, at most `max` long (may be shorter at the wrap point;
     /// empty if `offset >= len`).
     pub fn get_allocated(&self, offset: usize, max: usize) -> &[u8] {
-        let _ = (offset, max);
-        todo!()
+        if offset >= self.len {
+            return &[];
+        }
+        let cap = self.capacity();
+        let start = (self.read_at + offset) % cap;
+        let n = max.min(self.len - offset).min(cap - start);
+        &self.storage[start..start + n]
     }
 
     /// Write `data` at `offset` bytes past the end of the queued data without
     /// making it readable; returns bytes written (clipped to free space).
     pub fn write_unallocated(&mut self, offset: usize, data: &[u8]) -> usize {
-        let _ = (offset, data);
-        todo!()
+        let free = self.window();
+        if offset >= free {
+            return 0;
+        }
+        let total = data.len().min(free - offset);
+        let cap = self.capacity();
+        let mut written = 0;
+        while written < total {
+            let pos = (self.read_at + self.len + offset + written) % cap;
+            let n = (total - written).min(cap - pos);
+            self.storage[pos..pos + n].copy_from_slice(&data[written..written + n]);
+            written += n;
+        }
+        total
     }
 
-    /// Make `count` bytes previously written by `write_unallocated` readable.
+    /// Make `count` bytes previously written by `write_unallocated` readable
+    /// (clipped to free space).
     pub fn enqueue_unallocated(&mut self, count: usize) {
-        let _ = count;
-        todo!()
+        self.len += count.min(self.window());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use std::collections::VecDeque;
+
+    /// The buffer with its read position placed at `read_at` (to test the wrap).
+    fn at(capacity: usize, read_at: usize) -> RingBuffer {
+        let mut b = RingBuffer::new(capacity);
+        b.read_at = read_at;
+        b
+    }
+
+    #[test]
+    fn empty_buffer_reports_empty() {
+        let mut b = RingBuffer::new(8);
+        assert!(b.is_empty());
+        assert!(!b.is_full());
+        assert_eq!(b.window(), 8);
+        assert_eq!(b.get_allocated(0, 8), &[] as &[u8]);
+        let mut out = [0u8; 4];
+        assert_eq!(b.dequeue_slice(&mut out), 0);
+        assert_eq!(b.dequeue_allocated(3), 0);
+    }
+
+    #[test]
+    fn full_buffer_refuses_more() {
+        let mut b = at(8, 5);
+        assert_eq!(b.enqueue_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 8);
+        assert!(b.is_full());
+        assert_eq!(b.window(), 0);
+        assert_eq!(b.enqueue_slice(&[11]), 0);
+        assert_eq!(b.write_unallocated(0, &[11]), 0);
+        let mut out = [0u8; 10];
+        assert_eq!(b.dequeue_slice(&mut out), 8);
+        assert_eq!(&out[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn zero_length_operations_are_no_ops() {
+        let mut b = at(8, 6);
+        assert_eq!(b.enqueue_slice(&[]), 0);
+        assert_eq!(b.dequeue_slice(&mut []), 0);
+        assert_eq!(b.write_unallocated(3, &[]), 0);
+        b.enqueue_unallocated(0);
+        assert_eq!(b.len(), 0);
+        b.enqueue_slice(&[1, 2, 3]);
+        assert_eq!(b.get_allocated(0, 0), &[] as &[u8]);
+        assert_eq!(b.get_allocated(3, 5), &[] as &[u8]);
+    }
+
+    #[test]
+    fn zero_capacity_never_panics() {
+        let mut b = RingBuffer::new(0);
+        assert!(b.is_full() && b.is_empty());
+        assert_eq!(b.enqueue_slice(&[1]), 0);
+        assert_eq!(b.write_unallocated(0, &[1]), 0);
+        b.enqueue_unallocated(5);
+        assert_eq!(b.len(), 0);
+        assert_eq!(b.get_allocated(0, 1), &[] as &[u8]);
+        assert_eq!(b.dequeue_allocated(1), 0);
+    }
+
+    #[test]
+    fn get_allocated_stops_at_wrap_point() {
+        let mut b = at(8, 6);
+        assert_eq!(b.enqueue_slice(&[1, 2, 3, 4, 5]), 5);
+        assert_eq!(b.get_allocated(0, 8), &[1, 2]);
+        assert_eq!(b.get_allocated(1, 8), &[2]);
+        assert_eq!(b.get_allocated(2, 8), &[3, 4, 5]);
+        assert_eq!(b.get_allocated(2, 2), &[3, 4]);
+        assert_eq!(b.get_allocated(4, 8), &[5]);
+        let mut out = [0u8; 5];
+        assert_eq!(b.read_allocated(1, &mut out), 4);
+        assert_eq!(out[..4], [2, 3, 4, 5]);
+        assert_eq!(b.len(), 5);
+    }
+
+    #[test]
+    fn unallocated_write_wraps_and_becomes_readable() {
+        let mut b = at(8, 5);
+        b.enqueue_slice(&[1, 2]);
+        // Free space is 6: offset 2 leaves room for 4 bytes, straddling the wrap.
+        assert_eq!(b.write_unallocated(2, &[5, 6, 7, 8, 9]), 4);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.write_unallocated(0, &[3, 4]), 2);
+        b.enqueue_unallocated(6);
+        assert!(b.is_full());
+        let mut out = [0u8; 8];
+        assert_eq!(b.dequeue_slice(&mut out), 8);
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(b.write_unallocated(8, &[1]), 0);
+    }
+
+    #[test]
+    fn unallocated_data_survives_draining_the_buffer() {
+        let mut b = RingBuffer::new(8);
+        b.enqueue_slice(&[1, 2, 3]);
+        b.write_unallocated(2, &[9, 9]);
+        let mut out = [0u8; 3];
+        assert_eq!(b.dequeue_slice(&mut out), 3);
+        assert!(b.is_empty());
+        b.write_unallocated(0, &[7, 8]);
+        b.enqueue_unallocated(4);
+        let mut out = [0u8; 4];
+        assert_eq!(b.dequeue_slice(&mut out), 4);
+        assert_eq!(out, [7, 8, 9, 9]);
+    }
+
+    #[test]
+    fn enqueue_unallocated_is_clipped_to_free_space() {
+        let mut b = RingBuffer::new(4);
+        b.enqueue_slice(&[1, 2, 3]);
+        b.enqueue_unallocated(10);
+        assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn clear_empties_the_buffer() {
+        let mut b = at(4, 3);
+        b.enqueue_slice(&[1, 2, 3]);
+        b.clear();
+        assert!(b.is_empty());
+        assert_eq!(b.window(), 4);
+    }
+
+    /// Random operation sequences against a VecDeque (readable bytes) plus a
+    /// sparse map of unallocated bytes past the end.
+    #[test]
+    fn random_ops_match_vecdeque_model() {
+        let mut rng = Rng::new(0x5eed_b0ff);
+        for round in 0..20 {
+            let cap = rng.gen_range(1, 40) as usize;
+            let mut b = RingBuffer::new(cap);
+            let mut model: VecDeque<u8> = VecDeque::new();
+            // Bytes beyond the readable ones: model_un[i] is offset i past the end.
+            let mut model_un: Vec<Option<u8>> = vec![None; cap];
+            for op in 0..1000 {
+                let ctx = format!("round {round} op {op} cap {cap}");
+                match rng.gen_range(0, 7) {
+                    0 => {
+                        let n = rng.gen_range(0, cap as u64 + 5) as usize;
+                        let mut data = vec![0u8; n];
+                        rng.fill(&mut data);
+                        let took = b.enqueue_slice(&data);
+                        let exp = n.min(cap - model.len());
+                        assert_eq!(took, exp, "{ctx}");
+                        model.extend(&data[..took]);
+                        model_un.drain(..took);
+                        model_un.resize(cap, None);
+                    }
+                    1 => {
+                        let n = rng.gen_range(0, cap as u64 + 5) as usize;
+                        let mut out = vec![0u8; n];
+                        let got = b.dequeue_slice(&mut out);
+                        let exp: Vec<u8> = model.drain(..n.min(model.len())).collect();
+                        assert_eq!(&out[..got], &exp[..], "{ctx}");
+                    }
+                    2 => {
+                        let n = rng.gen_range(0, cap as u64 + 5) as usize;
+                        let got = b.dequeue_allocated(n);
+                        assert_eq!(got, n.min(model.len()), "{ctx}");
+                        model.drain(..got);
+                    }
+                    3 => {
+                        let off = rng.gen_range(0, cap as u64 + 2) as usize;
+                        let max = rng.gen_range(0, cap as u64 + 2) as usize;
+                        let s = b.get_allocated(off, max);
+                        if off >= model.len() {
+                            assert!(s.is_empty(), "{ctx}");
+                        } else {
+                            assert!(!s.is_empty() || max == 0, "{ctx}");
+                            assert!(s.len() <= max, "{ctx}");
+                            let exp: Vec<u8> =
+                                model.iter().skip(off).take(s.len()).copied().collect();
+                            assert_eq!(s, &exp[..], "{ctx}");
+                            // Only the wrap point may shorten it.
+                            let full = max.min(model.len() - off);
+                            if s.len() < full {
+                                assert_eq!((b.read_at + off + s.len()) % cap, 0, "{ctx}");
+                            }
+                        }
+                    }
+                    4 => {
+                        let free = cap - model.len();
+                        let off = rng.gen_range(0, free as u64 + 2) as usize;
+                        let n = rng.gen_range(0, cap as u64 + 2) as usize;
+                        let mut data = vec![0u8; n];
+                        rng.fill(&mut data);
+                        let wrote = b.write_unallocated(off, &data);
+                        let exp = if off >= free { 0 } else { n.min(free - off) };
+                        assert_eq!(wrote, exp, "{ctx}");
+                        for i in 0..wrote {
+                            model_un[off + i] = Some(data[i]);
+                        }
+                    }
+                    5 => {
+                        // Make a fully written prefix of the unallocated area readable.
+                        let written = model_un.iter().take_while(|x| x.is_some()).count();
+                        let free = cap - model.len();
+                        let n = rng.gen_range(0, written.min(free) as u64 + 1) as usize;
+                        b.enqueue_unallocated(n);
+                        for x in model_un.drain(..n) {
+                            model.push_back(x.unwrap());
+                        }
+                        model_un.resize(cap, None);
+                    }
+                    _ => {
+                        let off = rng.gen_range(0, cap as u64 + 1) as usize;
+                        let n = rng.gen_range(0, cap as u64 + 1) as usize;
+                        let mut out = vec![0u8; n];
+                        let got = b.read_allocated(off, &mut out);
+                        let exp: Vec<u8> = model.iter().skip(off).take(n).copied().collect();
+                        assert_eq!(&out[..got], &exp[..], "{ctx}");
+                    }
+                }
+                assert_eq!(b.len(), model.len(), "{ctx}");
+                assert_eq!(b.window(), cap - model.len(), "{ctx}");
+                assert_eq!(b.is_full(), model.len() == cap, "{ctx}");
+            }
+        }
     }
 }
