@@ -17,36 +17,70 @@ pub struct RttEstimator {
     backoff: u32,
 }
 
+/// Clock granularity G of §2.2/§2.3 (our clock ticks in microseconds, but
+/// 1 ms keeps the RTO from collapsing onto SRTT on a jitter-free path).
+pub const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// The largest backoff shift applied; the RTO is clamped to max long before.
+const MAX_BACKOFF_SHIFT: u32 = 31;
+
 impl RttEstimator {
-    /// `initial_rto` is used until the first sample (§2.1).
+    /// `initial_rto` is used until the first sample (§2.1), clamped to [min, max].
     pub fn new(initial_rto: Duration, min_rto: Duration, max_rto: Duration) -> RttEstimator {
-        let _ = (initial_rto, min_rto, max_rto);
-        todo!("RttEstimator::new")
+        let max_rto = max_rto.max(min_rto);
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            base_rto: initial_rto.clamp(min_rto, max_rto),
+            min_rto,
+            max_rto,
+            backoff: 0,
+        }
     }
 
     /// Feed one RTT measurement (§2.2 first sample, §2.3 later ones, with
     /// alpha = 1/8, beta = 1/4, K = 4, G = 1 ms clock granularity).
     /// Resets the backoff (a fresh sample means the path answers again).
     pub fn sample(&mut self, rtt: Duration) {
-        let _ = rtt;
-        todo!()
+        let srtt = match self.srtt {
+            None => {
+                // §2.2: SRTT <- R, RTTVAR <- R/2.
+                self.rttvar = rtt / 2;
+                rtt
+            }
+            Some(srtt) => {
+                // §2.3: RTTVAR first, using the old SRTT.
+                let diff = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                (srtt * 7 + rtt) / 8
+            }
+        };
+        self.srtt = Some(srtt);
+        // RTO <- SRTT + max(G, K*RTTVAR), then §2.4 floor and §2.5 ceiling.
+        let rto = srtt.saturating_add(GRANULARITY.max(self.rttvar.saturating_mul(4)));
+        self.base_rto = rto.clamp(self.min_rto, self.max_rto);
+        self.backoff = 0;
     }
 
     /// The RTO to arm the timer with now, including backoff, clamped to [min, max].
     pub fn rto(&self) -> Duration {
-        todo!()
+        let shift = self.backoff.min(MAX_BACKOFF_SHIFT);
+        self.base_rto
+            .saturating_mul(1u32 << shift)
+            .clamp(self.min_rto, self.max_rto)
     }
 
     /// Double the RTO after a timeout (§5.5), up to the maximum.
+    /// The count keeps rising (callers may use it to count retries); the
+    /// RTO itself stays at the maximum.
     pub fn back_off(&mut self) {
-        todo!()
+        self.backoff = self.backoff.saturating_add(1);
     }
 
     /// Forget backoff (for example after new data is acknowledged, §5.7 note).
     pub fn reset_backoff(&mut self) {
-        todo!()
+        self.backoff = 0;
     }
-
     pub fn backoff_count(&self) -> u32 {
         self.backoff
     }
@@ -57,5 +91,146 @@ impl RttEstimator {
 
     pub fn rttvar(&self) -> Option<Duration> {
         self.srtt.map(|_| self.rttvar)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn us(v: u64) -> Duration {
+        Duration::from_micros(v)
+    }
+
+    fn est() -> RttEstimator {
+        RttEstimator::new(ms(1000), Duration::ZERO, ms(60_000))
+    }
+
+    #[test]
+    fn rfc6298_2_1_initial_rto_until_first_sample() {
+        let e = est();
+        assert_eq!(e.rto(), ms(1000));
+        assert_eq!(e.srtt(), None);
+        assert_eq!(e.rttvar(), None);
+        // The initial value is clamped too.
+        let e = RttEstimator::new(ms(10), ms(200), ms(60_000));
+        assert_eq!(e.rto(), ms(200));
+    }
+
+    #[test]
+    fn rfc6298_2_2_first_sample_sets_srtt_and_half_rttvar() {
+        let mut e = est();
+        e.sample(ms(100));
+        assert_eq!(e.srtt(), Some(ms(100)));
+        assert_eq!(e.rttvar(), Some(ms(50)));
+        // RTO = 100 + max(1, 4*50) = 300 ms.
+        assert_eq!(e.rto(), ms(300));
+    }
+
+    #[test]
+    fn rfc6298_2_3_later_samples_use_alpha_and_beta() {
+        let mut e = est();
+        e.sample(ms(100));
+        e.sample(ms(200));
+        // RTTVAR = 3/4*50 + 1/4*|100-200| = 62.5; SRTT = 7/8*100 + 1/8*200 = 112.5.
+        assert_eq!(e.rttvar(), Some(us(62_500)));
+        assert_eq!(e.srtt(), Some(us(112_500)));
+        // RTO = 112.5 + 4*62.5 = 362.5 ms.
+        assert_eq!(e.rto(), us(362_500));
+        e.sample(us(112_500));
+        // RTTVAR = 3/4*62.5 + 0 = 46.875; SRTT unchanged.
+        assert_eq!(e.rttvar(), Some(us(46_875)));
+        assert_eq!(e.srtt(), Some(us(112_500)));
+        assert_eq!(e.rto(), us(112_500 + 187_500));
+    }
+
+    #[test]
+    fn rfc6298_2_3_rttvar_uses_old_srtt() {
+        let mut e = est();
+        e.sample(ms(80));
+        e.sample(ms(160));
+        // With the old SRTT (80): |80-160| = 80 -> RTTVAR = 30 + 20 = 50.
+        // (With the new SRTT of 90 it would be 30 + 17.5.)
+        assert_eq!(e.rttvar(), Some(ms(50)));
+        assert_eq!(e.srtt(), Some(ms(90)));
+    }
+
+    #[test]
+    fn rfc6298_2_2_clock_granularity_bounds_variance_term() {
+        let mut e = est();
+        e.sample(us(200));
+        // 4*RTTVAR = 400 us < G = 1 ms, so RTO = 200 us + 1 ms.
+        assert_eq!(e.rto(), us(1_200));
+    }
+
+    #[test]
+    fn rfc6298_2_4_rto_floor() {
+        let mut e = RttEstimator::new(ms(1000), ms(1000), ms(60_000));
+        e.sample(ms(10));
+        assert_eq!(e.rto(), ms(1000));
+    }
+
+    #[test]
+    fn rfc6298_2_5_rto_ceiling() {
+        let mut e = est();
+        e.sample(ms(100_000));
+        assert_eq!(e.rto(), ms(60_000));
+    }
+
+    #[test]
+    fn rfc6298_5_5_backoff_doubles_up_to_max() {
+        let mut e = RttEstimator::new(ms(1000), ms(200), ms(5_000));
+        e.sample(ms(100)); // RTO 300 ms
+        e.back_off();
+        assert_eq!(e.rto(), ms(600));
+        assert_eq!(e.backoff_count(), 1);
+        e.back_off();
+        assert_eq!(e.rto(), ms(1200));
+        e.back_off();
+        assert_eq!(e.rto(), ms(2400));
+        e.back_off();
+        assert_eq!(e.rto(), ms(4800));
+        e.back_off();
+        assert_eq!(e.rto(), ms(5000));
+        for _ in 0..100 {
+            e.back_off();
+        }
+        assert_eq!(e.rto(), ms(5000));
+        assert_eq!(e.backoff_count(), 105);
+    }
+
+    #[test]
+    fn backoff_applies_before_first_sample() {
+        let mut e = est();
+        e.back_off();
+        e.back_off();
+        assert_eq!(e.rto(), ms(4000));
+    }
+
+    #[test]
+    fn sample_resets_backoff() {
+        let mut e = est();
+        e.sample(ms(100));
+        e.back_off();
+        e.back_off();
+        e.sample(ms(100));
+        assert_eq!(e.backoff_count(), 0);
+        // SRTT 100, RTTVAR 3/4*50 = 37.5 -> RTO 250 ms.
+        assert_eq!(e.rto(), ms(250));
+    }
+
+    #[test]
+    fn reset_backoff_restores_base_rto() {
+        let mut e = est();
+        e.sample(ms(100));
+        e.back_off();
+        assert_eq!(e.rto(), ms(600));
+        e.reset_backoff();
+        assert_eq!(e.backoff_count(), 0);
+        assert_eq!(e.rto(), ms(300));
     }
 }
