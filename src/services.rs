@@ -14,28 +14,37 @@ pub const CHARGEN_PORT: u16 = 19;
 
 /// Spawn a thread that accepts on `listener` forever and runs `serve` on a
 /// new thread per connection. Ends when the stack stops.
-pub fn spawn_server(name: &str, listener: TcpListener, serve: fn(TcpStream) -> io::Result<()>) -> io::Result<JoinHandle<()>> {
+pub fn spawn_server(
+    name: &str,
+    listener: TcpListener,
+    serve: fn(TcpStream) -> io::Result<()>,
+) -> io::Result<JoinHandle<()>> {
     let tname = name.to_string();
-    std::thread::Builder::new().name(format!("{tname}-accept")).spawn(move || loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                log::debug!("{tname}: connection from {peer}");
-                let n = tname.clone();
-                let spawned = std::thread::Builder::new().name(tname.clone()).spawn(move || {
-                    if let Err(e) = serve(stream) {
-                        log::debug!("{n}: connection from {peer} ended: {e}");
+    std::thread::Builder::new()
+        .name(format!("{tname}-accept"))
+        .spawn(move || loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    log::debug!("{tname}: connection from {peer}");
+                    let n = tname.clone();
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name(tname.clone())
+                            .spawn(move || {
+                                if let Err(e) = serve(stream) {
+                                    log::debug!("{n}: connection from {peer} ended: {e}");
+                                }
+                            });
+                    if let Err(e) = spawned {
+                        log::warn!("{tname}: cannot spawn a connection thread: {e}");
                     }
-                });
-                if let Err(e) = spawned {
-                    log::warn!("{tname}: cannot spawn a connection thread: {e}");
+                }
+                Err(e) => {
+                    log::debug!("{tname}: accept stopped: {e}");
+                    return;
                 }
             }
-            Err(e) => {
-                log::debug!("{tname}: accept stopped: {e}");
-                return;
-            }
-        }
-    })
+        })
 }
 
 /// Echo: write back everything read; half-close when the peer does.
@@ -86,22 +95,24 @@ pub fn chargen(stream: TcpStream) -> io::Result<()> {
 
 /// UDP echo: send every datagram back to its source.
 pub fn spawn_udp_echo(sock: UdpSocket) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("udp-echo".into()).spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    if let Err(e) = sock.send_to(&buf[..n], from) {
-                        log::debug!("udp echo to {from}: {e}");
+    std::thread::Builder::new()
+        .name("udp-echo".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        if let Err(e) = sock.send_to(&buf[..n], from) {
+                            log::debug!("udp echo to {from}: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("udp echo stopped: {e}");
+                        return;
                     }
                 }
-                Err(e) => {
-                    log::debug!("udp echo stopped: {e}");
-                    return;
-                }
             }
-        }
-    })
+        })
 }
 
 /// Start echo (TCP+UDP 7), discard (9) and chargen (19) on `net`.
@@ -123,7 +134,13 @@ mod tests {
         assert_eq!(&p[..3], b" !\"");
         assert_eq!(&p[72..74], b"\r\n");
         assert_eq!(p[74], b'!', "second line starts one character later");
-        assert_eq!(&p[..95 * 74], &p[95 * 74..], "the pattern repeats every 95 lines");
-        assert!(p.iter().all(|&c| (32..127).contains(&c) || c == b'\r' || c == b'\n'));
+        assert_eq!(
+            &p[..95 * 74],
+            &p[95 * 74..],
+            "the pattern repeats every 95 lines"
+        );
+        assert!(p
+            .iter()
+            .all(|&c| (32..127).contains(&c) || c == b'\r' || c == b'\n'));
     }
 }

@@ -50,16 +50,25 @@ impl UpOptions {
     /// Check the options before touching the system; the error says what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.tun.is_empty() || self.tun.len() > 15 || self.tun.contains(['/', ' ']) {
-            return Err(format!("--tun {:?}: a device name is 1 to 15 characters without '/' or spaces", self.tun));
+            return Err(format!(
+                "--tun {:?}: a device name is 1 to 15 characters without '/' or spaces",
+                self.tun
+            ));
         }
         if !(576..=65535).contains(&self.mtu) {
             return Err(format!("--mtu {}: must be between 576 and 65535", self.mtu));
         }
         if !self.peer.contains(self.addr) {
-            return Err(format!("--addr {} is not inside --peer {}: the kernel would have no route to the stack", self.addr, self.peer));
+            return Err(format!(
+                "--addr {} is not inside --peer {}: the kernel would have no route to the stack",
+                self.addr, self.peer
+            ));
         }
         if self.peer.addr == self.addr {
-            return Err(format!("--addr and --peer are both {}: the stack and the kernel need different addresses", self.addr));
+            return Err(format!(
+                "--addr and --peer are both {}: the stack and the kernel need different addresses",
+                self.addr
+            ));
         }
         Ok(())
     }
@@ -81,7 +90,8 @@ fn device_exists(name: &str) -> bool {
 /// Open (or create) the TUN device, configure the kernel side if we created
 /// it, and start the stack. Services are started separately.
 pub fn bring_up(opts: &UpOptions) -> io::Result<Up> {
-    opts.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    opts.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let existed = device_exists(&opts.tun);
     let tun = TunDevice::open(&opts.tun, opts.mtu)?;
     if !existed {

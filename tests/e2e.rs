@@ -14,8 +14,11 @@ const MB: u64 = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn kernel_connect(port: u16) -> KernelStream {
-    let s = KernelStream::connect_timeout(&SocketAddrV4::new(STACK, port).into(), Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("kernel connect to {STACK}:{port}: {e}"));
+    let s = KernelStream::connect_timeout(
+        &SocketAddrV4::new(STACK, port).into(),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("kernel connect to {STACK}:{port}: {e}"));
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s.set_write_timeout(Some(TIMEOUT)).unwrap();
     s
@@ -24,14 +27,20 @@ fn kernel_connect(port: u16) -> KernelStream {
 #[test]
 fn kernel_pings_the_stack() {
     with_stack("kernel_pings_the_stack", |up| {
-        let out = netns::run("ping", &["-c", "3", "-i", "0.2", "-W", "2", &STACK.to_string()])
-            .expect("ping the stack");
+        let out = netns::run(
+            "ping",
+            &["-c", "3", "-i", "0.2", "-W", "2", &STACK.to_string()],
+        )
+        .expect("ping the stack");
         assert!(out.contains("3 received"), "ping output: {out}");
         let stats = up.net.stats();
         assert!(stats.ip.icmp_echo_replies >= 3, "{stats:?}");
         // A large ping is fragmented by the kernel and reassembled by the stack.
-        let out = netns::run("ping", &["-c", "1", "-s", "4000", "-W", "2", &STACK.to_string()])
-            .expect("ping the stack with a fragmented 4000-byte payload");
+        let out = netns::run(
+            "ping",
+            &["-c", "1", "-s", "4000", "-W", "2", &STACK.to_string()],
+        )
+        .expect("ping the stack with a fragmented 4000-byte payload");
         assert!(out.contains("1 received"), "ping output: {out}");
         assert!(up.net.stats().ip.rx_reassembled >= 1);
     });
@@ -58,7 +67,11 @@ fn kernel_sends_100mb_to_the_stack_sink() {
         Stream::new(2, 10 * MB).write_all(&mut k).unwrap();
         k.shutdown(Shutdown::Write).unwrap();
         let mut rest = Vec::new();
-        assert_eq!(k.read_to_end(&mut rest).unwrap(), 0, "discard sends nothing back");
+        assert_eq!(
+            k.read_to_end(&mut rest).unwrap(),
+            0,
+            "discard sends nothing back"
+        );
     });
 }
 
@@ -95,7 +108,12 @@ fn stack_connects_to_a_kernel_listener_both_ways() {
             s.read_to_end(&mut rest).unwrap();
             (got, sent, rest.len())
         });
-        let mut c = TcpStream::connect_timeout(&up.net, SocketAddrV4::new(KERNEL, port), Duration::from_secs(10)).unwrap();
+        let mut c = TcpStream::connect_timeout(
+            &up.net,
+            SocketAddrV4::new(KERNEL, port),
+            Duration::from_secs(10),
+        )
+        .unwrap();
         c.set_read_timeout(Some(TIMEOUT)).unwrap();
         c.set_write_timeout(Some(TIMEOUT)).unwrap();
         let sent = Stream::new(4, 20 * MB).write_all(&mut c).unwrap();
@@ -104,7 +122,11 @@ fn stack_connects_to_a_kernel_listener_both_ways() {
             (20 * MB, h)
         };
         let mut eof = [0u8; 1];
-        assert_eq!(c.read(&mut eof).unwrap(), 0, "server's FIN reaches the stack");
+        assert_eq!(
+            c.read(&mut eof).unwrap(),
+            0,
+            "server's FIN reaches the stack"
+        );
         c.shutdown(Shutdown::Write).unwrap();
         let (srv_got, srv_sent, extra) = server.join().unwrap();
         assert_eq!(srv_got, sent, "kernel received different bytes");
@@ -117,9 +139,18 @@ fn stack_connects_to_a_kernel_listener_both_ways() {
 #[test]
 fn connecting_to_a_closed_port_is_refused_both_ways() {
     with_stack("closed_port_refused", |up| {
-        let e = KernelStream::connect_timeout(&SocketAddrV4::new(STACK, 4444).into(), Duration::from_secs(5)).unwrap_err();
+        let e = KernelStream::connect_timeout(
+            &SocketAddrV4::new(STACK, 4444).into(),
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
-        let e = TcpStream::connect_timeout(&up.net, SocketAddrV4::new(KERNEL, 4444), Duration::from_secs(5)).unwrap_err();
+        let e = TcpStream::connect_timeout(
+            &up.net,
+            SocketAddrV4::new(KERNEL, 4444),
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
         assert!(up.net.stats().tcp_rst_sent >= 1);
     });
@@ -187,7 +218,10 @@ fn kernel_ipv6_chatter_is_counted_and_dropped() {
         std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "0").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while up.net.stats().ip.rx_ipv6 == 0 {
-            assert!(std::time::Instant::now() < deadline, "no IPv6 packet seen in 10 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no IPv6 packet seen in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         // ... and the stack still works.

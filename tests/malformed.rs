@@ -68,7 +68,11 @@ fn valid_packets_get_answers() {
     assert_eq!(out.len(), 1);
     assert_eq!(tcp_flags(&out[0]), Some((true, true, false)), "SYN-ACK");
     let out = feed(&mut s, &mut dev, now, syn(81));
-    assert_eq!(tcp_flags(&out[0]), Some((false, true, true)), "RST-ACK for a closed port");
+    assert_eq!(
+        tcp_flags(&out[0]),
+        Some((false, true, true)),
+        "RST-ACK for a closed port"
+    );
 }
 
 #[test]
@@ -78,11 +82,18 @@ fn truncated_packets_are_counted_and_dropped() {
     let full = syn(80);
     for len in 0..full.len() {
         let out = feed(&mut s, &mut dev, Instant::ZERO, full[..len].to_vec());
-        assert!(out.is_empty(), "a {len}-byte prefix of a SYN produced output");
+        assert!(
+            out.is_empty(),
+            "a {len}-byte prefix of a SYN produced output"
+        );
     }
     let st = s.stats();
     let ip_drops = st.ip.rx_truncated + st.ip.rx_bad_length + st.ip.rx_bad_version;
-    assert_eq!(ip_drops + st.tcp_rx_malformed + st.tcp_rx_bad_checksum, full.len() as u64, "{st:?}");
+    assert_eq!(
+        ip_drops + st.tcp_rx_malformed + st.tcp_rx_bad_checksum,
+        full.len() as u64,
+        "{st:?}"
+    );
     assert_eq!(s.tcp_connections().len(), 0);
 }
 
@@ -114,7 +125,8 @@ fn fix_tcp_checksum(p: &mut [u8]) {
     let seg = &p[ihl..];
     let mut sum: u32 = 0;
     for c in [&PEER[..], &STACK[..]] {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]])) + u32::from(u16::from_be_bytes([c[2], c[3]]));
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]))
+            + u32::from(u16::from_be_bytes([c[2], c[3]]));
     }
     sum += 6 + seg.len() as u32;
     for ch in seg.chunks(2) {
@@ -135,10 +147,22 @@ fn bogus_tcp_options_and_offsets_are_malformed() {
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
         ("option length 0", Box::new(|p: &mut Vec<u8>| p[41] = 0)),
         ("option length 1", Box::new(|p: &mut Vec<u8>| p[41] = 1)),
-        ("option overruns the header", Box::new(|p: &mut Vec<u8>| p[41] = 40)),
-        ("data offset below 5", Box::new(|p: &mut Vec<u8>| p[32] = 0x40 | (p[32] & 0x0f))),
-        ("data offset beyond the segment", Box::new(|p: &mut Vec<u8>| p[32] = 0xf0 | (p[32] & 0x0f))),
-        ("MSS option with wrong length", Box::new(|p: &mut Vec<u8>| p[41] = 3)),
+        (
+            "option overruns the header",
+            Box::new(|p: &mut Vec<u8>| p[41] = 40),
+        ),
+        (
+            "data offset below 5",
+            Box::new(|p: &mut Vec<u8>| p[32] = 0x40 | (p[32] & 0x0f)),
+        ),
+        (
+            "data offset beyond the segment",
+            Box::new(|p: &mut Vec<u8>| p[32] = 0xf0 | (p[32] & 0x0f)),
+        ),
+        (
+            "MSS option with wrong length",
+            Box::new(|p: &mut Vec<u8>| p[41] = 3),
+        ),
     ];
     for (i, (what, edit)) in cases.iter().enumerate() {
         let mut p = base.clone();
@@ -146,7 +170,11 @@ fn bogus_tcp_options_and_offsets_are_malformed() {
         fix_tcp_checksum(&mut p);
         let out = feed(&mut s, &mut dev, Instant::ZERO, p);
         assert!(out.is_empty(), "{what}: the stack answered");
-        assert_eq!(s.stats().tcp_rx_malformed, i as u64 + 1, "{what}: not counted as malformed");
+        assert_eq!(
+            s.stats().tcp_rx_malformed,
+            i as u64 + 1,
+            "{what}: not counted as malformed"
+        );
     }
     assert_eq!(s.tcp_connections().len(), 0);
 }
@@ -183,7 +211,10 @@ fn bad_lengths_are_counted() {
 }
 
 fn ip_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -192,7 +223,10 @@ fn ip_checksum(h: &[u8]) -> u16 {
 
 #[test]
 fn random_garbage_never_panics_and_the_stack_still_works() {
-    let seed = std::env::var("TUNSTACK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let seed = std::env::var("TUNSTACK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
     let mut rng = Rng::new(seed);
     let (mut s, mut dev) = stack();
     let _l = s.tcp_listen(80, 1024).unwrap();

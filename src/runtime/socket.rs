@@ -147,7 +147,11 @@ impl TcpStream {
     }
 
     /// Connect, giving up with `TimedOut` after `timeout` (like std's).
-    pub fn connect_timeout(net: &Net, addr: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+    pub fn connect_timeout(
+        net: &Net,
+        addr: SocketAddrV4,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
         TcpStream::connect_inner(net, addr, Some(timeout))
     }
 

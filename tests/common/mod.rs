@@ -35,7 +35,11 @@ pub fn with_stack<T: Send + 'static>(
     if !netns::require_root(test) {
         return None;
     }
-    let tag: String = test.chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+    let tag: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(5)
+        .collect();
     let name = tun_name(&tag);
     let r = netns::in_new_netns(move || {
         let opts = UpOptions {

@@ -9,7 +9,11 @@ use tunstack::netns::Ipv4Cidr;
 use tunstack::up::{self, UpOptions};
 
 #[derive(Parser)]
-#[command(name = "tunstack", version, about = "A userspace TCP/IP stack on a Linux TUN device")]
+#[command(
+    name = "tunstack",
+    version,
+    about = "A userspace TCP/IP stack on a Linux TUN device"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,13 +83,19 @@ fn cmd_up(flags: &StackFlags) -> Result<(), String> {
         let _ = tx.send(());
     })
     .map_err(|e| format!("cannot install the Ctrl-C/SIGTERM handler: {e}"))?;
-    let running = up::bring_up(&opts).map_err(|e| format!("cannot bring the stack up on {}: {e}", opts.tun))?;
-    tunstack::services::start_standard(&running.net).map_err(|e| format!("cannot start services: {e}"))?;
+    let running = up::bring_up(&opts)
+        .map_err(|e| format!("cannot bring the stack up on {}: {e}", opts.tun))?;
+    tunstack::services::start_standard(&running.net)
+        .map_err(|e| format!("cannot start services: {e}"))?;
     let a = opts.addr;
     println!(
         "tunstack up on {} ({}): stack {a}, kernel {}, MTU {}",
         opts.tun,
-        if running.created { "created" } else { "attached" },
+        if running.created {
+            "created"
+        } else {
+            "attached"
+        },
         opts.peer,
         opts.mtu
     );
@@ -96,7 +106,14 @@ fn cmd_up(flags: &StackFlags) -> Result<(), String> {
     if let Some(p) = &opts.pcap {
         println!("  pcap       {}", p.display());
     }
-    println!("Ctrl-C stops the stack{}.", if running.created { " and removes the device" } else { "" });
+    println!(
+        "Ctrl-C stops the stack{}.",
+        if running.created {
+            " and removes the device"
+        } else {
+            ""
+        }
+    );
     let _ = rx.recv();
     let stats = running.net.stats();
     println!(
