@@ -4,21 +4,257 @@
 //! ([`Tcb::process`]) and asks it for segments to send
 //! ([`Tcb::poll_transmit`]), which also runs any expired timers;
 //! [`Tcb::poll_at`] says when to ask again without input.
+//!
+//! What is implemented, by source:
+//! - RFC 9293 §3.10: OPEN/SEND/RECEIVE/CLOSE/ABORT and SEGMENT ARRIVES for
+//!   every state (acceptability test, RST, SYN, ACK with SND.WL1/WL2, data,
+//!   FIN), simultaneous open and close, TIME-WAIT 2·MSL and its restart.
+//! - RFC 9293 §3.8.6: receive window from free buffer space, never shrinking
+//!   the right edge; receiver and sender SWS avoidance, Nagle; zero-window
+//!   probing with backoff (persist timer); delayed ACKs (§3.8.6.3).
+//! - RFC 6298: RTO with Karn's rule (one timed segment at a time), backoff.
+//! - RFC 5681/6582: fast retransmit on three duplicate ACKs, NewReno recovery;
+//!   the window algorithm itself is behind [`super::cc::CongestionControl`].
+//! - RFC 7323: window scaling; timestamps carried if negotiated.
+//! - RFC 5961: challenge ACKs for in-window RST and SYN, ACK acceptability,
+//!   rate-limited.
+//! - RFC 9293 §3.8.4: keep-alives (optional).
+//!
+//! Sequence-space bookkeeping: the front byte of `send_buf` has sequence
+//! number `snd_buf_seq` (ISS+1 until it is acknowledged and dropped); our FIN,
+//! once the user shut down, sits at `snd_buf_seq + send_buf.len()`.
 
+use super::assembler::Assembler;
+use super::buffer::RingBuffer;
+use super::cc::{self, CongestionControl};
+use super::rtt::RttEstimator;
 use super::seq::SeqNum;
 use super::{State, TcpConfig, TcpError, TcpStats};
-use crate::time::Instant;
-use crate::wire::tcp::TcpRepr;
+use crate::time::{Duration, Instant};
+use crate::wire::tcp::{TcpOptions, TcpRepr};
 use std::net::SocketAddrV4;
+
+#[cfg(test)]
+mod tests;
+
+/// MSS assumed when the peer's SYN carries none (RFC 9293 §3.7.1).
+const DEFAULT_MSS: usize = 536;
+/// Floor for the peer's MSS, so a hostile tiny MSS cannot make us emit
+/// segments of a few bytes each (Linux TCP_MIN_SND_MSS).
+const MIN_MSS: usize = 48;
+/// Bytes the timestamp option takes in every segment once negotiated (10 + 2 NOPs).
+const TS_OPTION_LEN: usize = 12;
+/// Out-of-order ranges the receive side tracks.
+const MAX_OOO_RANGES: usize = 32;
+/// RFC 5961 §7: challenge ACKs per connection per second.
+const CHALLENGE_ACK_LIMIT: u32 = 10;
+const CHALLENGE_ACK_PERIOD: Duration = Duration::from_secs(1);
+/// Largest window field value without scaling.
+const MAX_WINDOW_UNSCALED: usize = 65535;
+
+/// What `poll_transmit` emits next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Out {
+    /// Our RST (abort): `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK>`.
+    Rst,
+    /// A reply RST to one bad segment: `<SEQ=seq>[<ACK=ack>]<CTL=RST[,ACK]>`.
+    RstReply(SeqNum, Option<SeqNum>),
+    Syn,
+    SynAck,
+    /// Retransmit the segment at SND.UNA (fast retransmit, partial ACK).
+    Retransmit(SeqNum, usize, bool),
+    /// Data and/or FIN at SND.NXT (new, or go-back-N after a timeout).
+    Data(SeqNum, usize, bool),
+    Ack,
+    /// Zero-window or keep-alive probe: `<SEQ=SND.UNA-1><ACK=RCV.NXT>`, no data.
+    Probe,
+}
 
 #[derive(Debug)]
 pub struct Tcb {
     local: SocketAddrV4,
     remote: SocketAddrV4,
     state: State,
+    cfg: TcpConfig,
+    error: Option<TcpError>,
+    /// Opened by `accept` (RST in SYN-RECEIVED then just drops the embryo).
+    passive: bool,
+    /// The last `now` we were handed (what `poll_at` returns when output is pending).
+    now: Instant,
+
+    // ----- send side -----
+    iss: SeqNum,
+    snd_una: SeqNum,
+    snd_nxt: SeqNum,
+    /// Highest sequence number sent plus one (SND.NXT before a go-back-N rewind).
+    snd_max: SeqNum,
+    /// Send window in bytes (scaled).
+    snd_wnd: usize,
+    max_snd_wnd: usize,
+    snd_wl1: SeqNum,
+    snd_wl2: SeqNum,
+    /// Shift applied to the peer's window field.
+    snd_wscale: u8,
+    /// Effective send MSS (peer's MSS, our ceiling, minus per-segment options).
+    snd_mss: usize,
+    send_buf: RingBuffer,
+    /// Sequence number of `send_buf`'s front byte.
+    snd_buf_seq: SeqNum,
+    /// The user shut down the write side: FIN follows the queued data.
+    fin_queued: bool,
+
+    // ----- receive side -----
+    irs: SeqNum,
+    rcv_nxt: SeqNum,
+    /// Right edge of the window we advertised (RCV.NXT + RCV.WND when sent).
+    rcv_adv: SeqNum,
+    /// Shift we apply to our window field (0 unless both sides sent WS).
+    rcv_wscale: u8,
+    rcv_buf: RingBuffer,
+    assembler: Assembler,
+    /// Sequence number of the peer's FIN once seen (possibly out of order).
+    rcv_fin: Option<SeqNum>,
+    /// The peer's FIN has been processed (RCV.NXT covers it).
+    fin_received: bool,
+    /// Largest segment payload received (for the every-second-segment ACK rule).
+    rcv_mss: usize,
+    /// In-order bytes received since we last sent an ACK.
+    rcv_unacked: usize,
+    /// Offset (from RCV.NXT) of the most recent out-of-order segment, for SACK ordering.
+    last_ooo: Option<SeqNum>,
+
+    // ----- options -----
+    /// Both SYNs carried window scale (RFC 7323 §2.2).
+    ws_ok: bool,
+    sack_ok: bool,
+    ts_ok: bool,
+    ts_recent: u32,
+
+    // ----- timers -----
+    rtx_at: Option<Instant>,
+    persist_at: Option<Instant>,
+    delack_at: Option<Instant>,
+    timewait_at: Option<Instant>,
+    keepalive_at: Option<Instant>,
+    rtt: RttEstimator,
+    /// The one timed segment: (sequence number that acknowledges it, when sent).
+    rtt_sample: Option<(SeqNum, Instant)>,
+    /// Consecutive retransmission timeouts without progress.
+    retries: u32,
+    persist_backoff: u32,
+    /// Zero-window probes sent since the peer last acknowledged anything.
+    probes_out: u32,
+    keepalive_sent: u32,
+
+    // ----- congestion control / recovery -----
+    cc: Box<dyn CongestionControl>,
+    dup_acks: u32,
+    in_recovery: bool,
+    /// RFC 6582 "recover" (exclusive: SND.MAX when recovery or an RTO began).
+    recover: Option<SeqNum>,
+    /// Window inflation by duplicate ACKs during recovery (RFC 5681 §3.2 step 4).
+    inflation: usize,
+
+    // ----- pending output -----
+    ack_now: bool,
+    rtx_pending: bool,
+    probe_pending: bool,
+    /// The persist timer fired with a non-zero window: override sender SWS avoidance.
+    force_send: bool,
+    rst_pending: bool,
+    rst_reply: Option<(SeqNum, Option<SeqNum>)>,
+    challenge_start: Instant,
+    challenge_count: u32,
+
+    stats: TcpStats,
+}
+
+fn pick_wscale(buffer: usize) -> u8 {
+    let mut s = 0u8;
+    while s < 14 && (buffer >> s) > MAX_WINDOW_UNSCALED {
+        s += 1;
+    }
+    s
 }
 
 impl Tcb {
+    fn new(
+        config: &TcpConfig,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        state: State,
+        isn: SeqNum,
+        now: Instant,
+    ) -> Tcb {
+        let mss = (config.mss as usize).max(MIN_MSS);
+        Tcb {
+            local,
+            remote,
+            state,
+            cfg: config.clone(),
+            error: None,
+            passive: false,
+            now,
+            iss: isn,
+            snd_una: isn,
+            snd_nxt: isn,
+            snd_max: isn,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: isn,
+            snd_wscale: 0,
+            snd_mss: mss,
+            send_buf: RingBuffer::new(config.send_buffer),
+            snd_buf_seq: isn + 1,
+            fin_queued: false,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_adv: SeqNum(0),
+            rcv_wscale: if config.window_scaling {
+                pick_wscale(config.recv_buffer)
+            } else {
+                0
+            },
+            rcv_buf: RingBuffer::new(config.recv_buffer),
+            assembler: Assembler::new(MAX_OOO_RANGES),
+            rcv_fin: None,
+            fin_received: false,
+            rcv_mss: mss.min(DEFAULT_MSS),
+            rcv_unacked: 0,
+            last_ooo: None,
+            ws_ok: false,
+            sack_ok: false,
+            ts_ok: false,
+            ts_recent: 0,
+            rtx_at: None,
+            persist_at: None,
+            delack_at: None,
+            timewait_at: None,
+            keepalive_at: None,
+            rtt: RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max),
+            rtt_sample: None,
+            retries: 0,
+            persist_backoff: 0,
+            probes_out: 0,
+            keepalive_sent: 0,
+            cc: cc::new_controller(config.cc, mss, now),
+            dup_acks: 0,
+            in_recovery: false,
+            recover: None,
+            inflation: 0,
+            ack_now: false,
+            rtx_pending: false,
+            probe_pending: false,
+            force_send: false,
+            rst_pending: false,
+            rst_reply: None,
+            challenge_start: now,
+            challenge_count: 0,
+            stats: TcpStats::default(),
+        }
+    }
+
     /// Active open: a TCB in SYN-SENT whose first `poll_transmit` emits the SYN
     /// (with MSS, and window scale / SACK-permitted / timestamps per config).
     pub fn connect(
@@ -28,12 +264,7 @@ impl Tcb {
         isn: SeqNum,
         now: Instant,
     ) -> Tcb {
-        let _ = (config, isn, now);
-        Tcb {
-            local,
-            remote,
-            state: State::SynSent,
-        }
+        Tcb::new(config, local, remote, State::SynSent, isn, now)
     }
 
     /// Passive open: a listener received `syn` (SYN, no ACK, no RST) from
@@ -47,62 +278,1125 @@ impl Tcb {
         isn: SeqNum,
         now: Instant,
     ) -> Tcb {
-        let _ = (config, syn, isn, now);
-        Tcb {
-            local,
-            remote,
-            state: State::SynReceived,
-        }
+        let mut tcb = Tcb::new(config, local, remote, State::SynReceived, isn, now);
+        tcb.passive = true;
+        tcb.stats.segs_in += 1;
+        // Data on the SYN is not accepted (no TFO): RCV.NXT stays at IRS+1 and
+        // the peer retransmits it.
+        tcb.irs = syn.seq;
+        tcb.rcv_nxt = syn.seq + 1;
+        tcb.rcv_adv = tcb.rcv_nxt;
+        tcb.negotiate(&syn.options);
+        tcb.snd_wnd = syn.window as usize;
+        tcb.max_snd_wnd = tcb.snd_wnd;
+        tcb.snd_wl1 = syn.seq;
+        tcb.snd_wl2 = isn;
+        tcb
     }
+
+    /// Apply the options of the peer's SYN (RFC 7323 §2.2: scaling only if
+    /// both sides sent WS; SACK/timestamps only if both offer).
+    fn negotiate(&mut self, opts: &TcpOptions) {
+        let peer_mss = opts.mss.map_or(DEFAULT_MSS, |m| m as usize).max(MIN_MSS);
+        match opts.window_scale {
+            Some(ws) if self.cfg.window_scaling => {
+                self.ws_ok = true;
+                self.snd_wscale = ws.min(14);
+            }
+            _ => {
+                self.ws_ok = false;
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        self.sack_ok = self.cfg.sack && opts.sack_permitted;
+        self.ts_ok = self.cfg.timestamps && opts.timestamps.is_some();
+        if let Some((tsval, _)) = opts.timestamps {
+            self.ts_recent = tsval;
+        }
+        let ceiling = (self.cfg.mss as usize).max(MIN_MSS);
+        let opt = if self.ts_ok { TS_OPTION_LEN } else { 0 };
+        self.snd_mss = peer_mss.min(ceiling).saturating_sub(opt).max(MIN_MSS);
+        self.cc.set_mss(self.snd_mss);
+    }
+
+    // ------------------------------------------------------------------
+    // Segment arrival (RFC 9293 §3.10.7)
+    // ------------------------------------------------------------------
 
     /// Process one incoming segment for this connection (4-tuple matched,
     /// checksum already verified), per RFC 9293 §3.10.7.
     pub fn process(&mut self, now: Instant, seg: &TcpRepr) {
-        let _ = (now, seg);
-        todo!("Tcb::process")
+        self.now = now;
+        self.stats.segs_in += 1;
+        match self.state {
+            State::Closed | State::Listen => {
+                // §3.10.7.1: a segment for a closed connection draws a reset.
+                if let Some(r) = reset_for(seg) {
+                    self.rst_reply = Some((r.seq, r.ack));
+                }
+            }
+            State::SynSent => self.process_syn_sent(now, seg),
+            _ => self.process_synchronized(now, seg),
+        }
+        self.update_timers(now);
+    }
+
+    /// §3.10.7.3 SYN-SENT.
+    fn process_syn_sent(&mut self, now: Instant, seg: &TcpRepr) {
+        // First: the ACK must acknowledge our SYN and nothing beyond it.
+        if let Some(ack) = seg.ack {
+            if ack <= self.iss || ack > self.snd_max {
+                if !seg.rst {
+                    self.rst_reply = Some((ack, None));
+                }
+                return;
+            }
+        }
+        // Second: RST. Only with an acceptable ACK (RFC 5961 §3.2 keeps the
+        // blind-reset window to the one value SND.NXT).
+        if seg.rst {
+            if seg.ack.is_some() {
+                self.enter_closed();
+                self.error = Some(TcpError::ConnectionRefused);
+            }
+            return;
+        }
+        // Fourth: SYN.
+        if !seg.syn {
+            return;
+        }
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq + 1;
+        self.negotiate(&seg.options);
+        // Our SYN advertised an unscaled window; that is the edge the peer knows.
+        self.rcv_adv = self.rcv_nxt + self.rcv_buf.window().min(MAX_WINDOW_UNSCALED);
+        match seg.ack {
+            Some(ack) => {
+                self.establish(now);
+                self.snd_wnd = seg.window as usize;
+                self.max_snd_wnd = self.snd_wnd;
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = ack;
+                self.on_new_ack(now, ack, 0);
+                self.ack_now = true;
+                // Data or FIN on the SYN-ACK: continue at the sixth step.
+                if !seg.payload.is_empty() || seg.fin {
+                    self.process_data(now, seg.seq + 1, seg.payload, seg.fin);
+                }
+            }
+            None => {
+                // Simultaneous open: answer with SYN-ACK <SEQ=ISS><ACK=RCV.NXT>.
+                self.state = State::SynReceived;
+                self.snd_wnd = seg.window as usize;
+                self.max_snd_wnd = self.snd_wnd;
+                self.snd_wl1 = seg.seq;
+                self.snd_nxt = self.iss;
+                self.rtt_sample = None;
+            }
+        }
+    }
+
+    /// §3.10.7.4: SYN-RECEIVED and every synchronized state.
+    fn process_synchronized(&mut self, now: Instant, seg: &TcpRepr) {
+        let mut seq = seg.seq;
+        let mut syn = seg.syn;
+        let payload = seg.payload;
+        let fin = seg.fin;
+
+        if self.state == State::SynReceived && syn && !seg.rst {
+            if seg.ack.is_none() && seq == self.irs {
+                // The peer retransmitted its SYN: our SYN-ACK was lost.
+                self.snd_nxt = self.iss;
+                return;
+            }
+            if seg.ack.is_some() && seq + 1 == self.rcv_nxt {
+                // Simultaneous open: the peer's SYN-ACK acknowledges our SYN
+                // (RFC 5961 §4.2, as Linux): take it as the handshake's ACK.
+                seq += 1;
+                syn = false;
+            }
+        }
+
+        if self.state == State::TimeWait
+            && fin
+            && !seg.rst
+            && !syn
+            && seq + payload.len() + 1 == self.rcv_nxt
+        {
+            // §3.10.7.4 eighth step: a retransmitted FIN in TIME-WAIT is
+            // acknowledged and restarts the 2·MSL timeout.
+            self.ack_now = true;
+            self.timewait_at = Some(now + self.cfg.msl * 2);
+            return;
+        }
+
+        // First: sequence number acceptability (four cases).
+        let seg_len = payload.len() + syn as usize + fin as usize;
+        let rcv_wnd = self.rcv_adv - self.rcv_nxt;
+        let acceptable = match (seg_len, rcv_wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => seq.in_range(self.rcv_nxt, self.rcv_adv),
+            (_, 0) => false,
+            (_, _) => {
+                seq.in_range(self.rcv_nxt, self.rcv_adv)
+                    || (seq + (seg_len - 1)).in_range(self.rcv_nxt, self.rcv_adv)
+            }
+        };
+        if !acceptable {
+            self.stats.unacceptable_segs += 1;
+            if !seg.rst {
+                self.ack_now = true;
+            }
+            return;
+        }
+
+        // Any acceptable segment shows the peer is alive.
+        self.keepalive_sent = 0;
+        if let Some(d) = self.cfg.keepalive {
+            self.keepalive_at = Some(now + d);
+        }
+        if self.ts_ok {
+            if let Some((tsval, _)) = seg.options.timestamps {
+                // RFC 7323 §4.3: remember TSval of the segment that covers Last.ACK.sent.
+                if seq <= self.rcv_nxt {
+                    self.ts_recent = tsval;
+                }
+            }
+        }
+
+        // Second: RST (RFC 5961 §3.2: exact match resets, in-window challenges).
+        if seg.rst {
+            if seq == self.rcv_nxt {
+                self.on_reset();
+            } else {
+                self.challenge_ack(now);
+            }
+            return;
+        }
+
+        // Fourth: SYN in a synchronized state (RFC 5961 §4.2): challenge ACK.
+        if syn {
+            self.challenge_ack(now);
+            return;
+        }
+
+        // Fifth: ACK.
+        let Some(ack) = seg.ack else {
+            return;
+        };
+        if self.state == State::SynReceived {
+            if self.snd_una < ack && ack <= self.snd_max {
+                self.establish(now);
+                self.snd_wnd = (seg.window as usize) << self.snd_wscale;
+                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd_wl1 = seq;
+                self.snd_wl2 = ack;
+            } else {
+                self.rst_reply = Some((ack, None));
+                return;
+            }
+        }
+        // RFC 5961 §5.2: acceptable iff SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT.
+        if ack > self.snd_max || ack < self.snd_una - self.max_snd_wnd.min(1 << 30) {
+            self.challenge_ack(now);
+            return;
+        }
+        let pure = payload.is_empty() && !fin;
+        self.process_ack(now, seq, ack, seg.window, pure);
+        match self.state {
+            State::FinWait1 if self.fin_acked() => self.state = State::FinWait2,
+            State::Closing if self.fin_acked() => self.enter_time_wait(now),
+            State::LastAck if self.fin_acked() => {
+                self.enter_closed();
+                return;
+            }
+            _ => {}
+        }
+
+        // Seventh and eighth: text and FIN.
+        if matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        ) && (!payload.is_empty() || fin)
+        {
+            self.process_data(now, seq, payload, fin);
+        }
+    }
+
+    /// SYN-SENT/SYN-RECEIVED -> ESTABLISHED, or straight to FIN-WAIT-1 if
+    /// the user already closed (RFC 9293 CLOSE in SYN-RECEIVED).
+    fn establish(&mut self, now: Instant) {
+        self.state = if self.fin_queued {
+            State::FinWait1
+        } else {
+            State::Established
+        };
+        self.keepalive_at = self.cfg.keepalive.map(|d| now + d);
+    }
+
+    /// The reset of an exact-match RST (§3.10.7.4 second step).
+    fn on_reset(&mut self) {
+        let err = match self.state {
+            State::SynReceived if !self.passive => Some(TcpError::ConnectionRefused),
+            State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait => Some(TcpError::ConnectionReset),
+            _ => None,
+        };
+        self.enter_closed();
+        self.error = err;
+    }
+
+    /// ACK processing of the fifth step for an acceptable SEG.ACK.
+    fn process_ack(&mut self, now: Instant, seq: SeqNum, ack: SeqNum, window: u16, pure: bool) {
+        let wnd = (window as usize) << self.snd_wscale;
+        let flight_before = self.snd_max - self.snd_una;
+        if ack > self.snd_una {
+            self.on_new_ack(now, ack, flight_before);
+        } else if ack == self.snd_una && pure && wnd == self.snd_wnd && self.snd_max != self.snd_una
+        {
+            // RFC 5681 §2 duplicate ACK: outstanding data, no payload, no
+            // SYN/FIN, SEG.ACK == SND.UNA, same advertised window.
+            self.on_dup_ack(now);
+        }
+        // Send window update (SND.WL1/WL2 guard against old segments).
+        if self.snd_una <= ack
+            && (self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack))
+        {
+            self.snd_wnd = wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+            if wnd > 0 {
+                self.persist_backoff = 0;
+            }
+        }
+        self.probes_out = 0;
+    }
+
+    /// SND.UNA < ack <= SND.MAX.
+    fn on_new_ack(&mut self, now: Instant, ack: SeqNum, flight_before: usize) {
+        let acked = ack - self.snd_una;
+        // Sequence space acknowledged, less our SYN (not data for the window).
+        let cc_acked = acked - (self.snd_una == self.iss) as usize;
+        if ack > self.snd_buf_seq {
+            let n = (ack - self.snd_buf_seq).min(self.send_buf.len());
+            self.send_buf.dequeue_allocated(n);
+            self.snd_buf_seq += n;
+            self.stats.bytes_acked += n as u64;
+        }
+        self.snd_una = ack;
+        if self.snd_nxt < ack {
+            self.snd_nxt = ack;
+        }
+        // Karn: the timed segment was never retransmitted (a retransmission clears it).
+        if let Some((end, sent)) = self.rtt_sample {
+            if ack >= end {
+                self.rtt.sample(now - sent);
+                self.rtt_sample = None;
+            }
+        }
+        self.retries = 0;
+        self.rtt.reset_backoff();
+        if self.in_recovery {
+            let recover = self.recover.unwrap_or(self.snd_max);
+            if ack >= recover {
+                // RFC 6582 §3.2 step 3: full acknowledgment, exit recovery
+                // with cwnd = ssthresh (the controller's window).
+                self.in_recovery = false;
+                self.inflation = 0;
+            } else {
+                // Partial acknowledgment: retransmit the next hole, deflate
+                // by the amount acknowledged, add back one MSS.
+                self.rtx_pending = true;
+                self.inflation = (self.inflation + self.snd_mss).saturating_sub(acked);
+                self.rtt_sample = None;
+            }
+        } else if cc_acked > 0 {
+            let cwnd = self.cc.cwnd();
+            let app_limited = if cwnd < self.cc.ssthresh() {
+                2 * flight_before < cwnd
+            } else {
+                flight_before + self.snd_mss < cwnd
+            };
+            self.cc.on_ack(now, cc_acked, self.rtt.srtt(), app_limited);
+        }
+        if !self.in_recovery {
+            if let Some(r) = self.recover {
+                if self.snd_una >= r {
+                    self.recover = None;
+                }
+            }
+        }
+        self.dup_acks = 0;
+        self.rtx_at = if self.snd_una == self.snd_max {
+            None
+        } else {
+            Some(now + self.rtt.rto())
+        };
+    }
+
+    fn on_dup_ack(&mut self, now: Instant) {
+        self.dup_acks += 1;
+        self.stats.dup_acks += 1;
+        if self.in_recovery {
+            // RFC 5681 §3.2 step 4: inflate for each segment that left the network.
+            self.inflation += self.snd_mss;
+            return;
+        }
+        if self.dup_acks == 3 && self.recover.map_or(true, |r| self.snd_una >= r) {
+            // RFC 6582 §3.2 step 2: enter fast recovery.
+            let flight = self.snd_max - self.snd_una;
+            self.in_recovery = true;
+            self.recover = Some(self.snd_max);
+            self.cc.on_congestion_event(now, flight);
+            self.inflation = 3 * self.snd_mss;
+            self.rtx_pending = true;
+            self.rtt_sample = None;
+            self.stats.fast_retransmits += 1;
+            self.stats.recoveries += 1;
+        }
+    }
+
+    /// Text and FIN (§3.10.7.4 seventh and eighth steps) for an acceptable
+    /// segment in ESTABLISHED / FIN-WAIT-1 / FIN-WAIT-2.
+    fn process_data(&mut self, now: Instant, seq: SeqNum, payload: &[u8], fin: bool) {
+        let mut seq = seq;
+        let mut payload = payload;
+        let mut fin = fin;
+        if seq < self.rcv_nxt {
+            let k = self.rcv_nxt - seq;
+            if k > payload.len() {
+                payload = &[];
+                fin = false;
+            } else {
+                payload = &payload[k..];
+            }
+            seq = self.rcv_nxt;
+        }
+        let off = seq - self.rcv_nxt;
+        if !payload.is_empty() {
+            let written = self.rcv_buf.write_unallocated(off, payload);
+            if written < payload.len() {
+                fin = false;
+            }
+            if off == 0 && written > 0 {
+                let had_holes = !self.assembler.is_empty();
+                self.rcv_buf.enqueue_unallocated(written);
+                self.assembler.advance(written);
+                let extra = self.assembler.remove_front();
+                self.rcv_buf.enqueue_unallocated(extra);
+                let n = written + extra;
+                self.rcv_nxt += n;
+                self.stats.bytes_received += n as u64;
+                self.rcv_unacked += n;
+                self.rcv_mss = self.rcv_mss.max(payload.len().min(self.cfg.mss as usize));
+                if had_holes || self.rcv_unacked >= 2 * self.rcv_mss {
+                    // Filling a hole, or a second full segment: ACK now.
+                    self.ack_now = true;
+                } else {
+                    match self.cfg.delayed_ack {
+                        None => self.ack_now = true,
+                        Some(d) => {
+                            if self.delack_at.is_none() {
+                                self.delack_at = Some(now + d);
+                            }
+                        }
+                    }
+                }
+            } else if written > 0 {
+                // Out of order: keep it, and ACK at once so the sender sees
+                // duplicate ACKs (RFC 5681 §4.2).
+                if self.assembler.add(off, written).is_ok() {
+                    self.stats.out_of_order_segs += 1;
+                    self.last_ooo = Some(seq);
+                } else {
+                    fin = false;
+                }
+                self.ack_now = true;
+            } else {
+                self.ack_now = true;
+            }
+        }
+        if fin {
+            self.rcv_fin = Some(seq + payload.len());
+            if off > 0 {
+                self.ack_now = true;
+            }
+        }
+        if !self.fin_received && self.rcv_fin == Some(self.rcv_nxt) {
+            self.on_fin(now);
+        }
+    }
+
+    fn on_fin(&mut self, now: Instant) {
+        self.rcv_nxt += 1;
+        self.fin_received = true;
+        self.ack_now = true;
+        match self.state {
+            State::SynReceived | State::Established => self.state = State::CloseWait,
+            State::FinWait1 => {
+                if self.fin_acked() {
+                    self.enter_time_wait(now);
+                } else {
+                    self.state = State::Closing;
+                }
+            }
+            State::FinWait2 => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+
+    fn fin_acked(&self) -> bool {
+        self.fin_queued && self.snd_una == self.fin_seq() + 1
+    }
+
+    fn fin_seq(&self) -> SeqNum {
+        self.snd_buf_seq + self.send_buf.len()
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.state = State::TimeWait;
+        self.timewait_at = Some(now + self.cfg.msl * 2);
+        self.rtx_at = None;
+        self.persist_at = None;
+        self.keepalive_at = None;
+        self.rtx_pending = false;
+        self.probe_pending = false;
+    }
+
+    fn enter_closed(&mut self) {
+        self.state = State::Closed;
+        self.rtx_at = None;
+        self.persist_at = None;
+        self.delack_at = None;
+        self.timewait_at = None;
+        self.keepalive_at = None;
+        self.ack_now = false;
+        self.rtx_pending = false;
+        self.probe_pending = false;
+        self.force_send = false;
+    }
+
+    /// RFC 5961 §7: a rate-limited ACK in reply to a suspicious segment.
+    fn challenge_ack(&mut self, now: Instant) {
+        if now - self.challenge_start >= CHALLENGE_ACK_PERIOD {
+            self.challenge_start = now;
+            self.challenge_count = 0;
+        }
+        if self.challenge_count < CHALLENGE_ACK_LIMIT {
+            self.challenge_count += 1;
+            self.stats.challenge_acks += 1;
+            self.ack_now = true;
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Timers
+    // ------------------------------------------------------------------
+
+    fn run_timers(&mut self, now: Instant) {
+        if self.timewait_at.is_some_and(|t| t <= now) {
+            self.enter_closed();
+            return;
+        }
+        if self.rtx_at.is_some_and(|t| t <= now) {
+            self.on_rto(now);
+            if self.state == State::Closed {
+                return;
+            }
+        }
+        if self.persist_at.is_some_and(|t| t <= now) {
+            self.persist_at = None;
+            if self.snd_wnd == 0 {
+                self.probes_out += 1;
+                if self.probes_out > self.cfg.max_retransmits {
+                    self.fail(TcpError::TimedOut);
+                    return;
+                }
+                self.probe_pending = true;
+                self.persist_backoff = (self.persist_backoff + 1).min(16);
+                self.stats.zero_window_probes += 1;
+            } else {
+                // §3.8.6.2.1 override timeout: send what the window allows.
+                self.force_send = true;
+            }
+        }
+        if self.delack_at.is_some_and(|t| t <= now) {
+            self.delack_at = None;
+            self.ack_now = true;
+        }
+        if self.keepalive_at.is_some_and(|t| t <= now) {
+            self.on_keepalive(now);
+        }
+    }
+
+    /// RFC 6298 §5.4–5.6: retransmit the earliest unacknowledged segment,
+    /// back off, restart the timer. Go-back-N: SND.NXT rewinds to SND.UNA.
+    fn on_rto(&mut self, now: Instant) {
+        let syn_state = matches!(self.state, State::SynSent | State::SynReceived);
+        if self.snd_una == self.snd_max {
+            self.rtx_at = None;
+            return;
+        }
+        self.retries += 1;
+        let limit = if syn_state {
+            self.cfg.syn_retries
+        } else {
+            self.cfg.max_retransmits
+        };
+        if self.retries > limit {
+            self.fail(TcpError::TimedOut);
+            return;
+        }
+        self.stats.rto_expirations += 1;
+        self.rtt.back_off();
+        if !syn_state {
+            let flight = self.snd_max - self.snd_una;
+            self.cc.on_retransmission_timeout(now, flight);
+            self.recover = Some(self.snd_max);
+        }
+        self.in_recovery = false;
+        self.inflation = 0;
+        self.dup_acks = 0;
+        self.rtx_pending = false;
+        self.rtt_sample = None;
+        self.snd_nxt = self.snd_una;
+        self.rtx_at = Some(now + self.rtt.rto());
+    }
+
+    fn on_keepalive(&mut self, now: Instant) {
+        let Some(idle) = self.cfg.keepalive else {
+            self.keepalive_at = None;
+            return;
+        };
+        let idle_conn = matches!(self.state, State::Established | State::CloseWait)
+            && self.snd_una == self.snd_max
+            && self.unsent() == 0;
+        if !idle_conn {
+            self.keepalive_at = Some(now + idle);
+            return;
+        }
+        if self.keepalive_sent >= self.cfg.keepalive_probes {
+            self.fail(TcpError::TimedOut);
+            return;
+        }
+        self.keepalive_sent += 1;
+        self.stats.keepalive_probes += 1;
+        self.probe_pending = true;
+        self.keepalive_at = Some(now + self.cfg.keepalive_interval);
+    }
+
+    fn fail(&mut self, err: TcpError) {
+        self.enter_closed();
+        self.error = Some(err);
+    }
+
+    /// Re-derive the retransmission and persist timers after any change.
+    fn update_timers(&mut self, now: Instant) {
+        if matches!(self.state, State::Closed | State::TimeWait | State::Listen) {
+            return;
+        }
+        // RFC 6298 §5.1/5.2: run while anything is outstanding.
+        if self.snd_una == self.snd_max {
+            self.rtx_at = None;
+        } else if self.rtx_at.is_none() {
+            self.rtx_at = Some(now + self.rtt.rto());
+        }
+        // Persist: data waiting, nothing in flight, and we may not send it.
+        let stalled = self.synchronized_sender()
+            && self.snd_una == self.snd_max
+            && self.unsent() > 0
+            && !self.probe_pending
+            && self.data_to_send().is_none();
+        if !stalled {
+            self.persist_at = None;
+        } else if self.persist_at.is_none() {
+            let base = self.rtt.rto().max(self.cfg.rto_min);
+            let d = base
+                .checked_mul(1u32 << self.persist_backoff.min(16))
+                .unwrap_or(self.cfg.rto_max)
+                .min(self.cfg.rto_max);
+            self.persist_at = Some(now + d);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Output
+    // ------------------------------------------------------------------
+
+    /// States in which our data/FIN may (still) be sent or retransmitted.
+    fn synchronized_sender(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established
+                | State::CloseWait
+                | State::FinWait1
+                | State::Closing
+                | State::LastAck
+        )
+    }
+
+    /// Queued bytes not yet sent (beyond SND.NXT).
+    fn unsent(&self) -> usize {
+        let end = self.snd_buf_seq + self.send_buf.len();
+        if self.snd_nxt >= end {
+            0
+        } else {
+            end - self.snd_nxt
+        }
+    }
+
+    fn cwnd(&self) -> usize {
+        self.cc.cwnd() + if self.in_recovery { self.inflation } else { 0 }
+    }
+
+    /// The data/FIN segment to send at SND.NXT now, if any (window, Nagle and
+    /// sender SWS avoidance of RFC 9293 §3.8.6.2.1 applied).
+    fn data_to_send(&self) -> Option<(SeqNum, usize, bool)> {
+        if !self.synchronized_sender() {
+            return None;
+        }
+        let data_end = self.snd_buf_seq + self.send_buf.len();
+        if self.snd_nxt > data_end {
+            return None; // only our FIN is outstanding
+        }
+        let unsent = data_end - self.snd_nxt;
+        let wnd = self.snd_wnd.min(self.cwnd());
+        let edge = self.snd_una + wnd.min(1 << 30);
+        let usable = if edge > self.snd_nxt {
+            edge - self.snd_nxt
+        } else {
+            0
+        };
+        let want = unsent.min(usable).min(self.snd_mss);
+        let len = if want > 0 {
+            let off = self.snd_nxt - self.snd_buf_seq;
+            self.send_buf.get_allocated(off, want).len()
+        } else {
+            0
+        };
+        let fin = self.fin_queued && self.snd_nxt + len == data_end;
+        if len == 0 {
+            return fin.then_some((self.snd_nxt, 0, true));
+        }
+        let retransmission = self.snd_nxt < self.snd_max;
+        let send = retransmission
+            || fin
+            || want == self.snd_mss
+            || self.force_send
+            || ((self.cfg.nodelay || self.snd_una == self.snd_max) && want == unsent)
+            || (self.max_snd_wnd > 0 && want >= self.max_snd_wnd / 2);
+        send.then_some((self.snd_nxt, len, fin))
+    }
+
+    /// The segment at SND.UNA for a fast retransmission.
+    fn retransmit_segment(&self) -> Option<(SeqNum, usize, bool)> {
+        if !self.synchronized_sender() || self.snd_una == self.snd_max {
+            return None;
+        }
+        let data_end = self.snd_buf_seq + self.send_buf.len();
+        let fin_sent = self.fin_queued && self.snd_max > data_end;
+        if self.snd_una < data_end {
+            let off = self.snd_una - self.snd_buf_seq;
+            let want = (data_end - self.snd_una)
+                .min(self.snd_mss)
+                .min(self.snd_max - self.snd_una);
+            let len = self.send_buf.get_allocated(off, want).len();
+            let fin = fin_sent && self.snd_una + len == data_end;
+            Some((self.snd_una, len, fin))
+        } else if fin_sent {
+            Some((self.snd_una, 0, true))
+        } else {
+            None
+        }
+    }
+
+    fn next_output(&self) -> Option<Out> {
+        if let Some((seq, ack)) = self.rst_reply {
+            return Some(Out::RstReply(seq, ack));
+        }
+        if self.rst_pending {
+            return Some(Out::Rst);
+        }
+        match self.state {
+            State::Closed | State::Listen => return None,
+            State::SynSent => return (self.snd_nxt == self.iss).then_some(Out::Syn),
+            State::SynReceived if self.snd_nxt == self.iss => return Some(Out::SynAck),
+            _ => {}
+        }
+        if self.rtx_pending {
+            if let Some((s, l, f)) = self.retransmit_segment() {
+                return Some(Out::Retransmit(s, l, f));
+            }
+        }
+        if let Some((s, l, f)) = self.data_to_send() {
+            return Some(Out::Data(s, l, f));
+        }
+        if self.ack_now {
+            return Some(Out::Ack);
+        }
+        if self.probe_pending {
+            return Some(Out::Probe);
+        }
+        None
     }
 
     /// Run expired timers, then return the next segment to send now, if any.
     /// The caller sends it (a lost send is recovered like a lost packet).
     /// Call repeatedly until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<TcpRepr<'_>> {
-        let _ = now;
-        todo!("Tcb::poll_transmit")
+        self.now = now;
+        self.run_timers(now);
+        let Some(out) = self.next_output() else {
+            self.rtx_pending = false;
+            self.update_timers(now);
+            return None;
+        };
+        let mut seg = SegSpec {
+            seq: self.snd_nxt,
+            syn: false,
+            fin: false,
+            rst: false,
+            ack: true,
+            off: 0,
+            len: 0,
+        };
+        match out {
+            Out::RstReply(seq, ack) => {
+                self.rst_reply = None;
+                return Some(self.reply_rst(seq, ack));
+            }
+            Out::Rst => {
+                self.rst_pending = false;
+                seg.seq = self.snd_max;
+                seg.rst = true;
+            }
+            Out::Syn | Out::SynAck => {
+                if self.snd_max != self.iss {
+                    self.stats.retransmits += 1;
+                } else {
+                    self.rtt_sample = Some((self.iss + 1, now));
+                }
+                seg.seq = self.iss;
+                seg.syn = true;
+                seg.ack = out == Out::SynAck;
+                self.snd_nxt = self.iss + 1;
+                self.snd_max = self.snd_max.max(self.snd_nxt);
+            }
+            Out::Retransmit(seq, len, fin) => {
+                self.rtx_pending = false;
+                self.stats.retransmits += 1;
+                seg.seq = seq;
+                seg.len = len;
+                seg.off = seq - self.snd_buf_seq;
+                seg.fin = fin;
+                let end = seq + len + fin as usize;
+                if self.snd_nxt < end {
+                    self.snd_nxt = end;
+                }
+            }
+            Out::Data(seq, len, fin) => {
+                self.force_send = false;
+                if seq < self.snd_max {
+                    self.stats.retransmits += 1;
+                } else if self.rtt_sample.is_none() && len + fin as usize > 0 {
+                    self.rtt_sample = Some((seq + len + fin as usize, now));
+                }
+                seg.seq = seq;
+                seg.len = len;
+                seg.off = seq - self.snd_buf_seq;
+                seg.fin = fin;
+                self.snd_nxt = seq + len + fin as usize;
+                self.snd_max = self.snd_max.max(self.snd_nxt);
+            }
+            Out::Ack => {}
+            Out::Probe => {
+                self.probe_pending = false;
+                seg.seq = self.snd_una - 1;
+            }
+        }
+        self.update_timers(now);
+        Some(self.build(now, seg))
+    }
+
+    fn reply_rst(&mut self, seq: SeqNum, ack: Option<SeqNum>) -> TcpRepr<'static> {
+        self.stats.segs_out += 1;
+        TcpRepr {
+            src_port: self.local.port(),
+            dst_port: self.remote.port(),
+            seq,
+            ack,
+            rst: true,
+            ..TcpRepr::default()
+        }
+    }
+
+    /// The window field for an ACK now, updating RCV.ADV: free buffer space,
+    /// grown only in steps of min(MSS, buffer/2) (receiver SWS avoidance,
+    /// §3.8.6.2.2) and never moving the right edge left.
+    fn window_for_ack(&mut self) -> u16 {
+        let ws = self.rcv_wscale;
+        let max_edge = self.rcv_nxt + self.rcv_buf.window().min(1 << 30);
+        let threshold = self.sws_threshold();
+        let cur_edge = if self.rcv_adv < self.rcv_nxt {
+            self.rcv_nxt
+        } else {
+            self.rcv_adv
+        };
+        let (wnd, round_up) = if max_edge > cur_edge && max_edge - cur_edge >= threshold {
+            (max_edge - self.rcv_nxt, false)
+        } else {
+            (cur_edge - self.rcv_nxt, true)
+        };
+        let unit = 1usize << ws;
+        let field = if round_up {
+            wnd.div_ceil(unit)
+        } else {
+            wnd >> ws
+        }
+        .min(MAX_WINDOW_UNSCALED);
+        let adv = self.rcv_nxt + (field << ws);
+        if adv > self.rcv_adv {
+            self.rcv_adv = adv;
+        }
+        field as u16
+    }
+
+    fn sws_threshold(&self) -> usize {
+        (self.cfg.mss as usize)
+            .min(self.rcv_buf.capacity() / 2)
+            .max(1)
+    }
+
+    fn build(&mut self, now: Instant, s: SegSpec) -> TcpRepr<'_> {
+        let mut options = TcpOptions::default();
+        let window = if s.syn {
+            let w = self.rcv_buf.window().min(MAX_WINDOW_UNSCALED);
+            if self.state == State::SynReceived {
+                self.rcv_adv = self.rcv_nxt + w;
+            }
+            options.mss = Some(self.cfg.mss);
+            let offer_ws = if s.ack {
+                self.ws_ok
+            } else {
+                self.cfg.window_scaling
+            };
+            if offer_ws {
+                options.window_scale = Some(self.rcv_wscale);
+            }
+            options.sack_permitted = if s.ack { self.sack_ok } else { self.cfg.sack };
+            let offer_ts = if s.ack {
+                self.ts_ok
+            } else {
+                self.cfg.timestamps
+            };
+            if offer_ts {
+                options.timestamps = Some((ts_now(now), if s.ack { self.ts_recent } else { 0 }));
+            }
+            w as u16
+        } else if s.ack {
+            self.window_for_ack()
+        } else {
+            0
+        };
+        if !s.syn && self.ts_ok {
+            options.timestamps = Some((ts_now(now), self.ts_recent));
+        }
+        if s.ack {
+            self.ack_now = false;
+            self.rcv_unacked = 0;
+            self.delack_at = None;
+            if self.sack_ok && !s.syn && !self.assembler.is_empty() {
+                self.fill_sack(&mut options);
+            }
+        }
+        self.stats.segs_out += 1;
+        self.stats.bytes_sent += s.len as u64;
+        let data_end = self.snd_buf_seq + self.send_buf.len();
+        let payload = if s.len > 0 {
+            self.send_buf.get_allocated(s.off, s.len)
+        } else {
+            &[]
+        };
+        TcpRepr {
+            src_port: self.local.port(),
+            dst_port: self.remote.port(),
+            seq: s.seq,
+            ack: s.ack.then_some(self.rcv_nxt),
+            syn: s.syn,
+            fin: s.fin,
+            rst: s.rst,
+            psh: s.len > 0 && s.seq + s.len == data_end,
+            window,
+            options,
+            payload,
+            ..TcpRepr::default()
+        }
+    }
+
+    /// SACK blocks (RFC 2018 §4): the most recently received block first.
+    fn fill_sack(&self, options: &mut TcpOptions) {
+        let max = if self.ts_ok { 3 } else { 4 };
+        let mut n = 0;
+        let recent = self.last_ooo;
+        let to_seq = |(a, b): (usize, usize)| (self.rcv_nxt + a, self.rcv_nxt + b);
+        if let Some(r) = recent {
+            if let Some(b) = self
+                .assembler
+                .ranges()
+                .map(to_seq)
+                .find(|&(a, b)| r.in_range(a, b))
+            {
+                options.sack_blocks[0] = Some(b);
+                n = 1;
+            }
+        }
+        for b in self.assembler.ranges().map(to_seq) {
+            if n >= max {
+                break;
+            }
+            if options.sack_blocks[0] == Some(b) {
+                continue;
+            }
+            options.sack_blocks[n] = Some(b);
+            n += 1;
+        }
     }
 
     /// When `poll_transmit` must next be called even without new input
     /// (retransmission, delayed ACK, persist, TIME-WAIT, keep-alive timers).
     pub fn poll_at(&self) -> Option<Instant> {
-        todo!()
+        if self.next_output().is_some() {
+            return Some(self.now);
+        }
+        [
+            self.rtx_at,
+            self.persist_at,
+            self.delack_at,
+            self.timewait_at,
+            self.keepalive_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
+
+    // ------------------------------------------------------------------
+    // User calls
+    // ------------------------------------------------------------------
 
     /// Queue data for sending; returns bytes accepted (0 < n <= data.len()),
     /// `WouldBlock` if the send buffer is full, or the connection's error.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, TcpError> {
-        let _ = data;
-        todo!()
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.fin_queued {
+            return Err(TcpError::Closed);
+        }
+        match self.state {
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait => {}
+            _ => return Err(TcpError::NotConnected),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = self.send_buf.enqueue_slice(data);
+        if n == 0 {
+            Err(TcpError::WouldBlock)
+        } else {
+            Ok(n)
+        }
     }
 
     /// Read in-order data. `Ok(0)` means end of stream (FIN received and all
     /// data read); `WouldBlock` means nothing yet.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, TcpError> {
-        let _ = buf;
-        todo!()
+        if !self.rcv_buf.is_empty() {
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            let n = self.rcv_buf.dequeue_slice(buf);
+            self.maybe_window_update();
+            return Ok(n);
+        }
+        if self.fin_received {
+            return Ok(0);
+        }
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        match self.state {
+            State::SynSent
+            | State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2 => Err(TcpError::WouldBlock),
+            _ => Err(TcpError::NotConnected),
+        }
+    }
+
+    /// After the application read: ACK at once if the window we could offer
+    /// is at least twice what the peer knows and grew by a full step.
+    fn maybe_window_update(&mut self) {
+        if self.fin_received
+            || !matches!(
+                self.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            )
+        {
+            return;
+        }
+        let cur = self.rcv_adv - self.rcv_nxt;
+        let free = self.rcv_buf.window();
+        if free >= cur + self.sws_threshold() && free >= 2 * cur {
+            self.ack_now = true;
+        }
     }
 
     /// Half-close: send FIN after all queued data (RFC 9293 CLOSE call).
     pub fn shutdown(&mut self) {
-        todo!()
+        match self.state {
+            State::SynSent => {
+                if self.send_buf.is_empty() {
+                    self.enter_closed();
+                } else {
+                    self.fin_queued = true;
+                }
+            }
+            State::SynReceived => self.fin_queued = true,
+            State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+            }
+            _ => {}
+        }
     }
 
     /// Abort: send RST (if synchronized) and go to CLOSED.
     pub fn abort(&mut self) {
-        todo!()
+        let send_rst = matches!(
+            self.state,
+            State::SynReceived
+                | State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+        );
+        self.enter_closed();
+        self.rst_pending = send_rst;
     }
 
     pub fn set_nodelay(&mut self, nodelay: bool) {
-        let _ = nodelay;
-        todo!()
+        self.cfg.nodelay = nodelay;
     }
 
     pub fn state(&self) -> State {
@@ -111,27 +1405,43 @@ impl Tcb {
 
     /// The error that ended (or refused) this connection, if any.
     pub fn error(&self) -> Option<TcpError> {
-        todo!()
+        self.error
     }
 
     /// CLOSED with nothing left to send: the stack may forget this TCB.
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.state == State::Closed && !self.rst_pending && self.rst_reply.is_none()
     }
 
     /// True if `recv` would return data, end of stream, or an error.
     pub fn can_recv(&self) -> bool {
-        todo!()
+        !self.rcv_buf.is_empty()
+            || self.fin_received
+            || self.error.is_some()
+            || matches!(
+                self.state,
+                State::Closed | State::Closing | State::LastAck | State::TimeWait
+            )
     }
 
     /// Free space in the send buffer (0 once the write side is shut or failed).
     pub fn send_capacity(&self) -> usize {
-        todo!()
+        if self.fin_queued
+            || self.error.is_some()
+            || !matches!(
+                self.state,
+                State::SynSent | State::SynReceived | State::Established | State::CloseWait
+            )
+        {
+            0
+        } else {
+            self.send_buf.window()
+        }
     }
 
     /// Bytes queued but not yet acknowledged plus bytes not yet sent.
     pub fn send_queue(&self) -> usize {
-        todo!()
+        self.send_buf.len()
     }
 
     pub fn local(&self) -> SocketAddrV4 {
@@ -143,8 +1453,39 @@ impl Tcb {
     }
 
     pub fn stats(&self) -> TcpStats {
-        todo!()
+        let mut s = self.stats.clone();
+        s.state = Some(self.state);
+        s.cc = self.cc.name();
+        s.cwnd = self.cwnd();
+        s.ssthresh = self.cc.ssthresh();
+        s.srtt = self.rtt.srtt();
+        s.rttvar = self.rtt.rttvar();
+        s.rto = self.rtt.rto();
+        s.mss = self.snd_mss;
+        s.bytes_in_flight = self.snd_max - self.snd_una;
+        s.snd_wnd = self.snd_wnd;
+        s.rcv_wnd = self.rcv_adv - self.rcv_nxt;
+        s.snd_wscale = self.snd_wscale;
+        s.rcv_wscale = self.rcv_wscale;
+        s
     }
+}
+
+/// Fields of one outgoing segment before the window and options are added.
+#[derive(Clone, Copy, Debug)]
+struct SegSpec {
+    seq: SeqNum,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    ack: bool,
+    /// Payload offset in the send buffer.
+    off: usize,
+    len: usize,
+}
+
+fn ts_now(now: Instant) -> u32 {
+    now.total_millis() as u32
 }
 
 /// The reset to send for a segment that matched no connection (RFC 9293
@@ -152,6 +1493,19 @@ impl Tcb {
 /// `<SEQ=SEG.ACK><CTL=RST>` if ACK was set, else `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`.
 /// Ports are swapped.
 pub fn reset_for(seg: &TcpRepr) -> Option<TcpRepr<'static>> {
-    let _ = seg;
-    todo!("tcp::conn::reset_for")
+    if seg.rst {
+        return None;
+    }
+    let (seq, ack) = match seg.ack {
+        Some(a) => (a, None),
+        None => (SeqNum(0), Some(seg.seq + seg.segment_len())),
+    };
+    Some(TcpRepr {
+        src_port: seg.dst_port,
+        dst_port: seg.src_port,
+        seq,
+        ack,
+        rst: true,
+        ..TcpRepr::default()
+    })
 }

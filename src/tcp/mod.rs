@@ -143,6 +143,10 @@ pub struct TcpConfig {
     pub msl: Duration,
     /// Send keep-alive probes after this much idle time (RFC 9293 §3.8.4); `None` disables.
     pub keepalive: Option<Duration>,
+    /// Interval between unanswered keep-alive probes (Linux tcp_keepalive_intvl = 75 s).
+    pub keepalive_interval: Duration,
+    /// Unanswered keep-alive probes before the connection fails with TimedOut (Linux tcp_keepalive_probes = 9).
+    pub keepalive_probes: u32,
     /// Offer SACK-permitted (hook for issue 6; parsed now, not yet used for recovery).
     pub sack: bool,
     /// Offer timestamps (hook for issue 6).
@@ -166,6 +170,8 @@ impl Default for TcpConfig {
             syn_retries: 6,
             msl: Duration::from_secs(30),
             keepalive: None,
+            keepalive_interval: Duration::from_secs(75),
+            keepalive_probes: 9,
             sack: false,
             timestamps: false,
         }
@@ -202,6 +208,11 @@ pub struct TcpStats {
     pub out_of_order_segs: u64,
     /// Segments that failed the RFC 9293 acceptability test.
     pub unacceptable_segs: u64,
+    /// RFC 5961 challenge ACKs sent (after rate limiting).
+    pub challenge_acks: u64,
+    pub keepalive_probes: u64,
+    /// Fast-recovery episodes (RFC 6582) entered.
+    pub recoveries: u64,
 }
 
 impl fmt::Display for TcpStats {
