@@ -88,15 +88,20 @@ pub fn flip_random_bit(rng: &mut Rng, packet: &mut [u8]) -> Option<(usize, u8)> 
     Some((byte, bit))
 }
 
-/// The faults decided for one packet.
-struct Verdict {
-    drop: bool,
-    corrupt: bool,
-    duplicate: bool,
-    hold: Option<Duration>,
+/// The faults decided for one packet (see [`decide`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub drop: bool,
+    pub corrupt: bool,
+    pub duplicate: bool,
+    /// Hold the packet back this long (reordering).
+    pub hold: Option<Duration>,
 }
 
-fn decide(rng: &mut Rng, cfg: &FaultConfig, stats: &mut FaultStats) -> Verdict {
+/// Draw the faults for one packet from `rng` under `cfg`, counting them in
+/// `stats`. Shared with the simulator's links, so both make the same kind of
+/// decisions in the same order.
+pub fn decide(rng: &mut Rng, cfg: &FaultConfig, stats: &mut FaultStats) -> Verdict {
     stats.packets += 1;
     if rng.gen_bool(cfg.drop) {
         stats.dropped += 1;

@@ -1,3 +1,618 @@
 //! The deterministic simulator: virtual time, several stacks on links with
 //! latency, bandwidth, loss, duplication, reordering, corruption and
 //! partitions, all from one seed.
+//!
+//! A [`Sim`] owns nodes (each a [`Stack`] on a simulated link endpoint) and
+//! one-directional links between them. Time is virtual: [`Sim::step`] jumps
+//! to the next thing that happens — a packet arriving, a stack's timer, a
+//! scheduled action, or a node the application just gave work to — runs
+//! it, and polls every node that has something to do. Application logic
+//! runs between steps: the test calls `sim.stack_mut(node).tcp_send(...)`
+//! and friends directly, usually from the closure given to
+//! [`Sim::run_until_cond`].
+//!
+//! Every random choice (each stack's ISNs and ports, each link's faults)
+//! comes from generators forked from the one seed given to [`Sim::new`],
+//! and every tie is broken by a sequence number, so the same seed and the
+//! same application logic give the same run packet for packet
+//! ([`Sim::trace_hash`]).
+
+mod link;
+mod seeds;
+
+pub use link::{LinkConfig, LinkStats};
+pub use seeds::{for_each_seed, nth_seed, parse_seed, seed_count, seed_from_env};
+
+use crate::phy::pcap::PcapWriter;
+use crate::phy::Device;
+use crate::rng::Rng;
+use crate::stack::{Stack, StackConfig};
+use crate::time::{Duration, Instant};
+use link::{Fate, Link};
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::Hasher;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// Names a node of a [`Sim`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub usize);
+
+/// Packets waiting at a node's endpoint beyond this many are dropped (the
+/// node is not polling fast enough; never happens with sane stacks).
+const ENDPOINT_RX_LIMIT: usize = 100_000;
+
+/// Polls of one node at one instant before the simulator declares a livelock.
+const LIVELOCK_POLLS: u32 = 100_000;
+
+/// A node's side of its links: what the stack sends is collected and routed
+/// by the simulator after each poll; what arrives waits in `rx`.
+#[derive(Debug, Default)]
+pub struct Endpoint {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+    mtu: usize,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Device for Endpoint {
+    fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.rx.pop_front() {
+            Some(p) => {
+                let n = p.len().min(buf.len());
+                buf[..n].copy_from_slice(&p[..n]);
+                if self.spare.len() < 1024 {
+                    self.spare.push(p);
+                }
+                Ok(Some(n))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn send(&mut self, _now: Instant, packet: &[u8]) -> io::Result<bool> {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(packet);
+        self.tx.push(b);
+        Ok(true)
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+}
+
+/// The endpoint, optionally traced to a pcap file.
+enum NodeDevice {
+    Plain(Endpoint),
+    Traced(PcapWriter<Endpoint>),
+}
+
+impl NodeDevice {
+    fn endpoint(&mut self) -> &mut Endpoint {
+        match self {
+            NodeDevice::Plain(e) => e,
+            NodeDevice::Traced(p) => &mut p.inner,
+        }
+    }
+
+    fn endpoint_ref(&self) -> &Endpoint {
+        match self {
+            NodeDevice::Plain(e) => e,
+            NodeDevice::Traced(p) => &p.inner,
+        }
+    }
+
+    fn as_device(&mut self) -> &mut dyn Device {
+        match self {
+            NodeDevice::Plain(e) => e,
+            NodeDevice::Traced(p) => p,
+        }
+    }
+}
+
+struct Node {
+    config: StackConfig,
+    /// `None` while crashed.
+    stack: Option<Stack>,
+    dev: NodeDevice,
+    deadline: Option<Instant>,
+    /// Polls at the current instant (livelock detection).
+    polls_now: u32,
+    polls: u64,
+}
+
+/// Something scheduled in virtual time.
+enum Event {
+    /// A packet arrives at `to` over the link from `from`.
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        packet: Vec<u8>,
+    },
+    /// A scheduled action (partition, heal, crash, ...).
+    Call(Box<dyn FnOnce(&mut Sim)>),
+}
+
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: the earliest (then first scheduled) is the heap's top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Simulator-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Packets a stack sent to an address no node has, or with no link to it.
+    pub unroutable: u64,
+    /// Packets not IPv4 (too short or wrong version) at routing time.
+    pub malformed: u64,
+    /// Arrivals dropped because the receiver's endpoint queue was full.
+    pub endpoint_overflows: u64,
+    pub steps: u64,
+    pub polls: u64,
+}
+
+/// A network of stacks in virtual time. See the module documentation.
+pub struct Sim {
+    seed: u64,
+    rng: Rng,
+    now: Instant,
+    nodes: Vec<Node>,
+    by_addr: HashMap<Ipv4Addr, NodeId>,
+    links: HashMap<(NodeId, NodeId), Link>,
+    /// Cut node pairs, stored (smaller, larger).
+    cuts: BTreeSet<(NodeId, NodeId)>,
+    events: BinaryHeap<Scheduled>,
+    seq: u64,
+    trace: siphasher::sip::SipHasher13,
+    trace_packets: u64,
+    stats: SimStats,
+}
+
+fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+impl Sim {
+    /// An empty network at virtual time zero; everything random derives from `seed`.
+    pub fn new(seed: u64) -> Sim {
+        Sim {
+            seed,
+            rng: Rng::new(seed),
+            now: Instant::ZERO,
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            links: HashMap::new(),
+            cuts: BTreeSet::new(),
+            events: BinaryHeap::new(),
+            seq: 0,
+            trace: siphasher::sip::SipHasher13::new(),
+            trace_packets: 0,
+            stats: SimStats::default(),
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.stats
+    }
+
+    // ----- building the network ------------------------------------------
+
+    /// Add a node running a stack with `config` (its RNG forked from the seed).
+    /// Panics if another node already has that address (a test bug).
+    pub fn add_node(&mut self, config: StackConfig) -> NodeId {
+        let id = NodeId(self.nodes.len());
+        assert!(
+            self.by_addr.insert(config.addr, id).is_none(),
+            "two simulated nodes with address {}",
+            config.addr
+        );
+        let stack = Stack::new(config.clone(), self.rng.fork());
+        let mtu = stack.config().mtu;
+        self.nodes.push(Node {
+            config,
+            stack: Some(stack),
+            dev: NodeDevice::Plain(Endpoint {
+                mtu,
+                ..Endpoint::default()
+            }),
+            deadline: None,
+            polls_now: 0,
+            polls: 0,
+        });
+        id
+    }
+
+    /// Add a node with the default stack configuration at `addr`.
+    pub fn add_host(&mut self, addr: Ipv4Addr) -> NodeId {
+        self.add_node(StackConfig::new(addr))
+    }
+
+    /// Connect `a` and `b` both ways with `config` (each direction with its
+    /// own queue and its own fault generator). Replaces an existing link.
+    pub fn link(&mut self, a: NodeId, b: NodeId, config: LinkConfig) {
+        self.link_oneway(a, b, config);
+        self.link_oneway(b, a, config);
+    }
+
+    /// Connect `from` → `to` only (asymmetric links: configure each way).
+    pub fn link_oneway(&mut self, from: NodeId, to: NodeId, config: LinkConfig) {
+        let rng = self.rng.fork();
+        self.links.insert((from, to), Link::new(config, rng));
+    }
+
+    /// Change a direction's settings from now on (packets in flight keep
+    /// their timing). Returns false if there is no such link.
+    pub fn set_link_config(&mut self, from: NodeId, to: NodeId, config: LinkConfig) -> bool {
+        match self.links.get_mut(&(from, to)) {
+            Some(l) => {
+                l.config = config;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn link_stats(&self, from: NodeId, to: NodeId) -> Option<LinkStats> {
+        self.links.get(&(from, to)).map(|l| l.stats)
+    }
+
+    /// Record everything `node` sends and receives to a pcap file (from now on).
+    pub fn capture(&mut self, node: NodeId, path: &Path) -> io::Result<()> {
+        let n = &mut self.nodes[node.0];
+        let ep = std::mem::take(n.dev.endpoint());
+        n.dev = NodeDevice::Traced(PcapWriter::create(ep, path)?);
+        Ok(())
+    }
+
+    // ----- nodes -----------------------------------------------------------
+
+    pub fn addr(&self, node: NodeId) -> Ipv4Addr {
+        self.nodes[node.0].config.addr
+    }
+
+    pub fn node_by_addr(&self, addr: Ipv4Addr) -> Option<NodeId> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// The node's stack. Panics if the node is crashed.
+    pub fn stack(&self, node: NodeId) -> &Stack {
+        self.nodes[node.0]
+            .stack
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {} is crashed", node.0))
+    }
+
+    /// The node's stack, for application calls between steps. Panics if the
+    /// node is crashed.
+    pub fn stack_mut(&mut self, node: NodeId) -> &mut Stack {
+        self.nodes[node.0]
+            .stack
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {} is crashed", node.0))
+    }
+
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes[node.0].stack.is_some()
+    }
+
+    /// Times the node's stack has been polled.
+    pub fn polls(&self, node: NodeId) -> u64 {
+        self.nodes[node.0].polls
+    }
+
+    /// Crash `node`: its stack and everything queued at it vanish; packets
+    /// arriving while it is down are dropped.
+    pub fn crash(&mut self, node: NodeId) {
+        let n = &mut self.nodes[node.0];
+        n.stack = None;
+        n.deadline = None;
+        let ep = n.dev.endpoint();
+        ep.rx.clear();
+        ep.tx.clear();
+    }
+
+    /// Bring a crashed (or running) node back with a fresh stack of the same
+    /// configuration and a new RNG from the seed: no sockets, no memory.
+    pub fn restart(&mut self, node: NodeId) {
+        self.crash(node);
+        let rng = self.rng.fork();
+        let n = &mut self.nodes[node.0];
+        n.stack = Some(Stack::new(n.config.clone(), rng));
+    }
+
+    // ----- partitions --------------------------------------------------------
+
+    /// Cut `a` and `b` apart (both directions): packets between them are
+    /// dropped, including those already in flight when they arrive.
+    pub fn partition(&mut self, a: NodeId, b: NodeId) {
+        self.cuts.insert(pair(a, b));
+    }
+
+    /// Cut `a` from every other node.
+    pub fn isolate(&mut self, a: NodeId) {
+        for i in 0..self.nodes.len() {
+            if i != a.0 {
+                self.partition(a, NodeId(i));
+            }
+        }
+    }
+
+    /// Restore `a` ↔ `b`.
+    pub fn heal_pair(&mut self, a: NodeId, b: NodeId) {
+        self.cuts.remove(&pair(a, b));
+    }
+
+    /// Restore every cut.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+    }
+
+    pub fn is_partitioned(&self, a: NodeId, b: NodeId) -> bool {
+        self.cuts.contains(&pair(a, b))
+    }
+
+    // ----- scheduling and running ----------------------------------------------
+
+    /// Run `f` at virtual time `at` (or at once on the next step if `at` has
+    /// passed), e.g. `sim.at(t, |s| s.heal())`.
+    pub fn at(&mut self, at: Instant, f: impl FnOnce(&mut Sim) + 'static) {
+        self.push(at.max(self.now), Event::Call(Box::new(f)));
+    }
+
+    fn push(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.events.push(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    /// When the next thing happens: a scheduled event, a stack deadline, or
+    /// now if some node has input waiting or work from the application.
+    pub fn next_time(&self) -> Option<Instant> {
+        let mut t = self.events.peek().map(|e| e.at);
+        for n in &self.nodes {
+            let Some(stack) = &n.stack else { continue };
+            let at = if !n.dev.endpoint_ref().rx.is_empty() || stack.needs_poll() {
+                Some(self.now)
+            } else {
+                n.deadline
+            };
+            t = match (t, at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        t.map(|t| t.max(self.now))
+    }
+
+    /// Advance to the next thing that happens and run everything due then.
+    /// Returns false (time unchanged) when nothing is scheduled at all.
+    pub fn step(&mut self) -> bool {
+        match self.next_time() {
+            Some(t) => {
+                self.advance_to(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Run everything up to and including `t`, then set the clock to `t`.
+    pub fn run_until(&mut self, t: Instant) {
+        while let Some(next) = self.next_time() {
+            if next > t {
+                break;
+            }
+            self.advance_to(next);
+        }
+        if t > self.now {
+            self.set_now(t);
+        }
+    }
+
+    /// Run for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    /// Step until `cond(self)` is true (checked before the first step and
+    /// after each one) or virtual time would pass `limit`. `cond` is also
+    /// the place for application logic: it may send, receive, connect and
+    /// close on any node. Returns whether `cond` became true; on false the
+    /// clock stands at `limit`.
+    pub fn run_until_cond(&mut self, mut cond: impl FnMut(&mut Sim) -> bool, limit: Instant) -> bool {
+        loop {
+            if cond(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(t) if t <= limit => self.advance_to(t),
+                _ => {
+                    if limit > self.now {
+                        self.set_now(limit);
+                    }
+                    return cond(self);
+                }
+            }
+        }
+    }
+
+    fn set_now(&mut self, t: Instant) {
+        if t > self.now {
+            self.now = t;
+            for n in &mut self.nodes {
+                n.polls_now = 0;
+            }
+        }
+    }
+
+    fn advance_to(&mut self, t: Instant) {
+        self.set_now(t);
+        self.stats.steps += 1;
+        let now = self.now;
+        while self.events.peek().is_some_and(|e| e.at <= now) {
+            let Some(ev) = self.events.pop() else { break };
+            match ev.event {
+                Event::Deliver { from, to, packet } => self.deliver(from, to, packet),
+                Event::Call(f) => f(self),
+            }
+        }
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            let Some(stack) = &n.stack else { continue };
+            let due = !n.dev.endpoint_ref().rx.is_empty()
+                || stack.needs_poll()
+                || n.deadline.is_some_and(|d| d <= now);
+            if due {
+                self.poll_node(NodeId(i));
+            }
+        }
+    }
+
+    fn poll_node(&mut self, id: NodeId) {
+        let now = self.now;
+        let n = &mut self.nodes[id.0];
+        let Some(stack) = n.stack.as_mut() else {
+            return;
+        };
+        n.polls += 1;
+        n.polls_now += 1;
+        if n.polls_now > LIVELOCK_POLLS {
+            panic!(
+                "livelock: node {} ({}) polled {LIVELOCK_POLLS} times at {now} without time advancing (seed {})",
+                id.0, n.config.addr, self.seed
+            );
+        }
+        self.stats.polls += 1;
+        let deadline = stack.poll(now, n.dev.as_device());
+        // A deadline at or before now means "poll again at once"; the next
+        // microsecond keeps virtual time moving.
+        n.deadline = deadline.map(|d| d.max(now + Duration::from_micros(1)));
+        let mut out = std::mem::take(&mut n.dev.endpoint().tx);
+        for p in out.drain(..) {
+            self.route(id, p);
+        }
+        // Hand the emptied vector back so its capacity is reused.
+        self.nodes[id.0].dev.endpoint().tx = out;
+    }
+
+    /// Put a packet `from` sent onto the link towards its destination address.
+    fn route(&mut self, from: NodeId, mut packet: Vec<u8>) {
+        if packet.len() < 20 || packet[0] >> 4 != 4 {
+            self.stats.malformed += 1;
+            return;
+        }
+        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+        let Some(to) = self.by_addr.get(&dst).copied() else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        let now = self.now;
+        let cut = self.is_partitioned(from, to);
+        let Some(link) = self.links.get_mut(&(from, to)) else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        if cut {
+            link.stats.sent += 1;
+            link.stats.partition_drops += 1;
+            self.trace_event(b'p', from, to, &packet);
+            return;
+        }
+        match link.transmit(now, &mut packet) {
+            Fate::Dropped => self.trace_event(b'd', from, to, &packet),
+            Fate::Arrives(at, dup) => {
+                self.trace_event(b's', from, to, &packet);
+                if let Some(dup_at) = dup {
+                    let copy = packet.clone();
+                    self.push(dup_at, Event::Deliver { from, to, packet: copy });
+                }
+                self.push(at, Event::Deliver { from, to, packet });
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, packet: Vec<u8>) {
+        let cut = self.is_partitioned(from, to);
+        let up = self.nodes[to.0].stack.is_some();
+        let full = self.nodes[to.0].dev.endpoint_ref().rx.len() >= ENDPOINT_RX_LIMIT;
+        if let Some(l) = self.links.get_mut(&(from, to)) {
+            if cut || !up {
+                l.stats.partition_drops += 1;
+            } else if !full {
+                l.stats.delivered += 1;
+                l.stats.bytes_delivered += packet.len() as u64;
+            }
+        }
+        if cut || !up {
+            self.trace_event(b'x', from, to, &packet);
+            return;
+        }
+        if full {
+            self.stats.endpoint_overflows += 1;
+            return;
+        }
+        self.trace_event(b'r', from, to, &packet);
+        self.nodes[to.0].dev.endpoint().rx.push_back(packet);
+    }
+
+    fn trace_event(&mut self, kind: u8, from: NodeId, to: NodeId, packet: &[u8]) {
+        self.trace_packets += 1;
+        self.trace.write_u8(kind);
+        self.trace.write_u64(self.now.total_micros());
+        self.trace.write_u32(from.0 as u32);
+        self.trace.write_u32(to.0 as u32);
+        self.trace.write_u32(packet.len() as u32);
+        self.trace.write(packet);
+    }
+
+    /// A hash of every packet event so far (sent, dropped, delivered: time,
+    /// endpoints, bytes). Two runs with the same seed and logic agree.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.clone().finish()
+    }
+
+    /// Packet events hashed into [`Sim::trace_hash`].
+    pub fn trace_events(&self) -> u64 {
+        self.trace_packets
+    }
+}
