@@ -118,7 +118,7 @@ impl Link {
             now
         } else {
             let start = self.busy_until.max(now);
-            let backlog = (start - now).as_micros() as u128 * bw as u128 / 8 / 1_000_000;
+            let backlog = (start - now).as_micros() * bw as u128 / 8 / 1_000_000;
             if backlog + packet.len() as u128 > self.config.queue_bytes as u128 {
                 self.stats.queue_drops += 1;
                 return Fate::Dropped;

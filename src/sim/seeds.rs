@@ -11,9 +11,8 @@ use std::panic::{self, AssertUnwindSafe};
 /// silently ran another seed would mislead.
 pub fn seed_from_env(default: u64) -> u64 {
     match std::env::var("TUNSTACK_SEED") {
-        Ok(s) if !s.trim().is_empty() => parse_seed(&s).unwrap_or_else(|| {
-            panic!("TUNSTACK_SEED={s:?} is not a number (decimal or 0x hex)")
-        }),
+        Ok(s) if !s.trim().is_empty() => parse_seed(&s)
+            .unwrap_or_else(|| panic!("TUNSTACK_SEED={s:?} is not a number (decimal or 0x hex)")),
         _ => default,
     }
 }
