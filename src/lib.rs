@@ -22,3 +22,6 @@ pub mod sim;
 pub mod netns;
 pub mod services;
 pub mod up;
+
+pub mod http;
+pub mod tls;
