@@ -200,6 +200,9 @@ pub struct Stack {
     stats: StackStats,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
+    /// Where the IP layer writes ICMP replies (up to 64 KB: an echo of a
+    /// reassembled request), fragmented to the MTU on the way out.
+    reply_buf: Vec<u8>,
     /// Earliest deadline over all sockets, as of the last poll.
     next_deadline: Option<Instant>,
 }
@@ -228,6 +231,7 @@ impl Stack {
             stats: StackStats::default(),
             rx_buf: vec![0; mtu.max(65535)],
             tx_buf: vec![0; mtu],
+            reply_buf: vec![0; 65535],
             next_deadline: None,
         }
     }
@@ -310,7 +314,8 @@ impl Stack {
         // the IP layer's reassembly buffer. Record where it lives so the IP
         // layer's borrow ends before the socket table is touched; only
         // reassembled datagrams are copied.
-        let delivered = match self.ip.receive(now, packet, &mut tx) {
+        let mut reply = std::mem::take(&mut self.reply_buf);
+        let delivered = match self.ip.receive(now, packet, &mut reply) {
             IpInput::Deliver(d) => {
                 let hdr_len = d.raw.len() - d.payload.len();
                 let at = match offset_in(packet, d.raw) {
@@ -320,7 +325,10 @@ impl Stack {
                 Some((d.src, d.dst, d.protocol, hdr_len, at))
             }
             IpInput::Reply(n) => {
-                Self::send_raw(&mut self.stats, dev, now, &tx[..n]);
+                // An echo reply to a reassembled request can exceed the MTU.
+                let mtu = self.config.mtu;
+                let stats = &mut self.stats;
+                crate::ip::fragment(&reply[..n], mtu, |f| Self::send_raw(stats, dev, now, f));
                 None
             }
             IpInput::IcmpError { .. } => {
@@ -342,6 +350,7 @@ impl Stack {
             }
         }
         self.tx_buf = tx;
+        self.reply_buf = reply;
     }
 
     fn send_raw<D: Device + ?Sized>(stats: &mut StackStats, dev: &mut D, now: Instant, pkt: &[u8]) {

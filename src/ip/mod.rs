@@ -182,6 +182,48 @@ fn write_header(
     repr.emit(buf)
 }
 
+/// Split an IPv4 packet we built (20-byte header, no options) into fragments
+/// of at most `mtu` bytes (RFC 791 §3.2), calling `emit` for each. A packet
+/// that fits is passed through unchanged. Fragments clear DF, carry the same
+/// ident, and have offsets in multiples of 8 bytes. Returns how many packets
+/// were emitted (0 if `packet` is not a well-formed IPv4 packet).
+pub fn fragment(packet: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> usize {
+    if packet.len() <= mtu {
+        emit(packet);
+        return 1;
+    }
+    let Ok(repr) = Ipv4Repr::parse(packet) else {
+        return 0;
+    };
+    let hl = repr.header_len;
+    let payload = &packet[hl..hl + repr.payload_len];
+    // Payload per fragment: what fits after the header, rounded down to 8.
+    let per = (mtu.saturating_sub(hl)) & !7;
+    if per == 0 {
+        return 0;
+    }
+    // Rare path (oversized echo replies): one allocation per packet is fine.
+    let mut buf = vec![0u8; ipv4::HEADER_LEN + per];
+    let mut count = 0;
+    for (i, chunk) in payload.chunks(per).enumerate() {
+        let offset = repr.frag_offset + i * per;
+        let last = offset - repr.frag_offset + chunk.len() == payload.len();
+        let frag = Ipv4Repr {
+            dont_fragment: false,
+            more_fragments: !last || repr.more_fragments,
+            frag_offset: offset,
+            header_len: ipv4::HEADER_LEN,
+            payload_len: chunk.len(),
+            ..repr
+        };
+        let n = frag.emit(&mut buf[..ipv4::HEADER_LEN]);
+        buf[n..n + chunk.len()].copy_from_slice(chunk);
+        emit(&buf[..n + chunk.len()]);
+        count += 1;
+    }
+    count
+}
+
 /// Is `quoted` the start of a datagram we sent (IPv4 header from our address
 /// plus at least 8 bytes of its payload, RFC 792)?
 fn valid_quote(quoted: &[u8], ours: Ipv4Addr) -> bool {
@@ -1051,5 +1093,32 @@ mod tests {
             let _ = ip.receive(Instant::from_micros(i), &p[..len], &mut out);
         }
         assert_eq!(ip.stats().rx_packets, 100_000);
+    }
+
+    #[test]
+    fn rfc791_outgoing_fragmentation_reassembles_to_the_original() {
+        let mut ip = layer();
+        let payload: Vec<u8> = (0..4008u32).map(|i| (i * 7) as u8).collect();
+        let mut pkt = vec![0u8; 20 + payload.len()];
+        ip.emit_header(PEER, ipv4::PROTO_UDP, payload.len(), &mut pkt[..20]);
+        pkt[20..].copy_from_slice(&payload);
+        let mut frags: Vec<Vec<u8>> = Vec::new();
+        let n = fragment(&pkt, 1500, |f| frags.push(f.to_vec()));
+        assert_eq!(n, 3);
+        let mut got = vec![0u8; payload.len()];
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= 1500);
+            let r = Ipv4Repr::parse(f).unwrap();
+            assert!(!r.dont_fragment);
+            assert_eq!(r.more_fragments, i < 2);
+            assert_eq!(r.frag_offset % 8, 0);
+            got[r.frag_offset..r.frag_offset + r.payload_len].copy_from_slice(&f[20..]);
+        }
+        assert_eq!(got, payload);
+        // A packet that fits passes unchanged.
+        let mut one = Vec::new();
+        let small = &frags[2];
+        assert_eq!(fragment(small, 1500, |f| one = f.to_vec()), 1);
+        assert_eq!(&one, small);
     }
 }
