@@ -48,6 +48,13 @@ fi
 [[ "$mtu" =~ ^[0-9]+$ ]] && [ "$mtu" -ge 576 ] && [ "$mtu" -le 65535 ] || die "--mtu $mtu: must be a number from 576 to 65535"
 id "$user" >/dev/null 2>&1 || die "no such user: $user"
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing: load the tun module (modprobe tun)"
+if ! runuser -u "$user" -- test -r /dev/net/tun -a -w /dev/net/tun 2>/dev/null; then
+  # Debian and most distributions ship /dev/net/tun as 0666: opening it is
+  # harmless, creating a device still needs CAP_NET_ADMIN, and a persistent
+  # device admits only its owner. Some images ship it 0600.
+  chmod 0666 /dev/net/tun || die "$user cannot open /dev/net/tun and chmod 0666 failed"
+  echo "made /dev/net/tun usable by $user (mode 0666, the usual default: creating devices still needs CAP_NET_ADMIN, and each device admits only its owner)"
+fi
 if ip link show dev "$tun" >/dev/null 2>&1; then
   die "a device named $tun already exists; remove it with: sudo $0 --down --tun $tun"
 fi

@@ -83,8 +83,15 @@ pub struct Up {
     pub options: UpOptions,
 }
 
-fn device_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
+/// Does a network device of this name exist in the current network namespace?
+/// (Asks the kernel through a socket ioctl, not /sys, which shows the
+/// namespace that mounted it rather than the caller's.)
+pub fn device_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
 /// Open (or create) the TUN device, configure the kernel side if we created

@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddrV4, TcpListener as KernelListener, TcpStream as KernelStream};
+use std::net::{
+    Ipv4Addr, Shutdown, SocketAddrV4, TcpListener as KernelListener, TcpStream as KernelStream,
+};
 use std::time::Duration;
 use tunstack::netns;
 use tunstack::runtime::{TcpListener, TcpStream};
@@ -227,5 +229,33 @@ fn kernel_ipv6_chatter_is_counted_and_dropped() {
         // ... and the stack still works.
         let out = netns::run("ping", &["-c", "1", "-W", "2", &STACK.to_string()]).unwrap();
         assert!(out.contains("1 received"));
+    });
+}
+
+#[test]
+fn connect_to_a_silent_address_times_out_and_is_cleaned_up() {
+    with_stack("silent_address_times_out", |up| {
+        // 198.19.0.77 is inside the kernel's /24 but nobody owns it: the
+        // kernel does not forward, so our SYNs go unanswered.
+        let before = up.net.with_stack(|s| s.socket_count());
+        let t0 = std::time::Instant::now();
+        let e = TcpStream::connect_timeout(
+            &up.net,
+            SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 77), 80),
+            Duration::from_millis(1500),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        // The abandoned attempt does not linger in the socket table.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while up.net.with_stack(|s| s.socket_count()) > before {
+            assert!(std::time::Instant::now() < deadline, "socket not reaped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
 }
