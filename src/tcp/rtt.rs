@@ -50,7 +50,7 @@ impl RttEstimator {
             }
             Some(srtt) => {
                 // §2.3: RTTVAR first, using the old SRTT.
-                let diff = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                let diff = srtt.abs_diff(rtt);
                 self.rttvar = (self.rttvar * 3 + diff) / 4;
                 (srtt * 7 + rtt) / 8
             }
