@@ -572,6 +572,10 @@ impl Tcb {
             self.snd_wl2 = ack;
             if wnd > 0 {
                 self.persist_backoff = 0;
+            } else {
+                // The peer answers while its window is closed: it is alive
+                // (§3.8.6.1: do not time out a connection that answers probes).
+                self.retries = 0;
             }
         }
         self.probes_out = 0;
@@ -862,7 +866,9 @@ impl Tcb {
         self.in_recovery = false;
         self.inflation = 0;
         self.dup_acks = 0;
-        self.rtx_pending = false;
+        // The earliest segment goes out even into a zero window (§3.8.6.1:
+        // retransmit regardless), then go-back-N within the window.
+        self.rtx_pending = !syn_state;
         self.rtt_sample = None;
         self.snd_nxt = self.snd_una;
         self.rtx_at = Some(now + self.rtt.rto());
@@ -1210,7 +1216,9 @@ impl Tcb {
             self.ack_now = false;
             self.rcv_unacked = 0;
             self.delack_at = None;
-            if self.sack_ok && !s.syn && !self.assembler.is_empty() {
+            // Only on segments without payload: data segments are sized for
+            // the timestamp option alone.
+            if self.sack_ok && !s.syn && s.len == 0 && !self.assembler.is_empty() {
                 self.fill_sack(&mut options);
             }
         }

@@ -1218,6 +1218,46 @@ fn rfc6298_timer_restarted_on_new_ack() {
 }
 
 #[test]
+fn rfc9293_rto_into_zero_window_retransmits_and_does_not_time_out() {
+    let c = TcpConfig {
+        max_retransmits: 3,
+        nodelay: true,
+        ..cfg()
+    };
+    let (mut tcb, _) = established_with(&c);
+    tcb.send(&pattern(2000, 0)).unwrap();
+    let mut now = tcb.poll_at().unwrap();
+    let segs = recv_all(&mut tcb, now);
+    // The peer takes the first segment and closes its window.
+    tcb.process(
+        now,
+        &TcpRepr {
+            window: 0,
+            ..peer(0, 1000)
+        },
+    );
+    for _ in 0..8 {
+        now = tcb.poll_at().unwrap();
+        let r = recv_one(&mut tcb, now);
+        assert_eq!(r, segs[1], "retransmitted despite the zero window");
+        tcb.process(
+            now,
+            &TcpRepr {
+                window: 0,
+                ..peer(0, 1000)
+            },
+        );
+    }
+    assert_eq!(
+        tcb.state(),
+        State::Established,
+        "a live peer is not timed out"
+    );
+    tcb.process(now, &peer(0, 2000));
+    assert_eq!(tcb.poll_at(), None);
+}
+
+#[test]
 fn rfc9293_max_retransmits_then_timed_out() {
     let c = TcpConfig {
         max_retransmits: 3,
