@@ -651,7 +651,7 @@ impl Tcb {
             self.inflation += self.snd_mss;
             return;
         }
-        if self.dup_acks == 3 && self.recover.map_or(true, |r| self.snd_una >= r) {
+        if self.dup_acks == 3 && self.recover.is_none_or(|r| self.snd_una >= r) {
             // RFC 6582 §3.2 step 2: enter fast recovery.
             let flight = self.snd_max - self.snd_una;
             self.in_recovery = true;
