@@ -263,8 +263,13 @@ fn clean_link_fills_the_pipe() {
     for_each_seed("clean_link_fills_the_pipe", |seed| {
         let total = 20 * MB;
         let o = transfer(seed, total, base_link(), Duration::from_secs(60), |_, _| {});
-        // 20 MiB at 100 Mbit/s is 1.68 s on the wire; allow slow start and headroom.
-        assert!(o.elapsed < Duration::from_secs(4), "took {:?}", o.elapsed);
+        // 20 MiB at 100 Mbit/s is 1.68 s on the wire (1.82 s measured with
+        // slow start); a 256 KiB window covers the 20 ms RTT's 250 KB BDP.
+        assert!(
+            o.elapsed < Duration::from_millis(2500),
+            "took {:?}",
+            o.elapsed
+        );
         assert_eq!(
             o.up.queue_drops + o.down.queue_drops,
             0,
@@ -297,13 +302,14 @@ fn five_percent_loss() {
             o.sender.retransmits
         );
         assert!(
-            o.sender.retransmits < data_segs / 5,
+            o.sender.retransmits < data_segs / 8,
             "{} retransmits for {data_segs} segments at 5% loss",
             o.sender.retransmits
         );
         assert!(o.up.faults.dropped > 0 && o.down.faults.dropped > 0);
-        // Mathis et al.: ~MSS/RTT·1.22/√p ≈ 400 KB/s here; 20 MiB in ~1 min. Allow 5 min.
-        assert!(o.elapsed < Duration::from_secs(300), "took {:?}", o.elapsed);
+        // Mathis et al.: ~MSS/RTT·1.22/√p ≈ 400 KB/s, 20 MiB in ~1 min; NewReno
+        // without SACK, with its RTOs on multiple losses, measured 97–112 s.
+        assert!(o.elapsed < Duration::from_secs(200), "took {:?}", o.elapsed);
     });
 }
 
@@ -324,7 +330,9 @@ fn duplication_and_reordering() {
             "{} retransmits for {data_segs} segments with no loss",
             o.sender.retransmits
         );
-        assert!(o.elapsed < Duration::from_secs(120), "took {:?}", o.elapsed);
+        // Measured 25–28 s: reordering by up to 5 ms (~40 segments at line
+        // rate) sets off spurious fast retransmits that halve cwnd.
+        assert!(o.elapsed < Duration::from_secs(60), "took {:?}", o.elapsed);
     });
 }
 
@@ -346,6 +354,7 @@ fn one_percent_corruption() {
         // matched). Count what the stacks rejected.
         let rejected = |s: &tunstack::stack::StackStats| {
             s.ip.rx_bad_checksum
+                + s.ip.rx_ipv6
                 + s.ip.rx_bad_version
                 + s.ip.rx_bad_length
                 + s.ip.rx_truncated
@@ -362,10 +371,11 @@ fn one_percent_corruption() {
         let ss = o.sim.stack(o.server).stats();
         let rejected = rejected(&cs) + rejected(&ss);
         assert!(
-            rejected >= corrupted * 9 / 10,
+            rejected >= corrupted,
             "{corrupted} packets corrupted but only {rejected} rejected (client {cs:?}, server {ss:?})"
         );
-        assert!(o.elapsed < Duration::from_secs(300), "took {:?}", o.elapsed);
+        // Corruption is ~1% loss: measured 21–26 s.
+        assert!(o.elapsed < Duration::from_secs(60), "took {:?}", o.elapsed);
     });
 }
 
