@@ -549,3 +549,51 @@ fn openssl_s_client_negotiates_tls12_and_tls13() {
         assert!(text.contains("abcde"), "{flag}: {text}");
     }
 }
+
+/// A one-shot server that answers the first request with `answer` and closes.
+fn canned(answer: &'static [u8]) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s.write_all(answer);
+    });
+    port
+}
+
+#[test]
+fn client_decodes_chunked_and_close_delimited_responses() {
+    let port = canned(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;e=1\r\nde\r\n0\r\nT: x\r\n\r\n");
+    let (f, body) = client().get(&format!("http://127.0.0.1:{port}/")).unwrap();
+    assert_eq!((f.status, body.as_slice()), (200, &b"abcde"[..]));
+    let port = canned(b"HTTP/1.0 200 OK\r\n\r\nuntil the end");
+    let (f, body) = client().get(&format!("http://127.0.0.1:{port}/")).unwrap();
+    assert_eq!(
+        (f.minor_version, body.as_slice()),
+        (0, &b"until the end"[..])
+    );
+}
+
+#[test]
+fn client_reports_truncated_body_and_skips_100_continue() {
+    let port = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort");
+    let e = client()
+        .get(&format!("http://127.0.0.1:{port}/"))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    let port = canned(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n");
+    let (f, _) = client().get(&format!("http://127.0.0.1:{port}/")).unwrap();
+    assert_eq!(
+        (f.status, f.header("Location")),
+        (302, Some("/x")),
+        "redirects are not followed"
+    );
+}

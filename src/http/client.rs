@@ -115,13 +115,16 @@ impl Url {
 }
 
 /// Connect with the kernel's TCP: resolve `host` and try each address
-/// with a 10 s timeout.
+/// with a 10 s timeout; reads and writes then time out after 60 s of
+/// silence (so a stalled server cannot hang the client forever).
 pub fn std_connect(host: &str, port: u16) -> io::Result<std::net::TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
     for a in (host, port).to_socket_addrs()? {
         match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(10)) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
+                s.set_read_timeout(Some(Duration::from_secs(60)))?;
+                s.set_write_timeout(Some(Duration::from_secs(60)))?;
                 return Ok(s);
             }
             Err(e) => last = e,
