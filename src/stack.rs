@@ -849,6 +849,7 @@ impl Stack {
             } else {
                 sock.tcb.shutdown();
             }
+            sock.tcb.orphan();
             sock.orphaned = true;
             self.mark(h);
         }

@@ -136,6 +136,11 @@ pub struct Tcb {
     delack_at: Option<Instant>,
     timewait_at: Option<Instant>,
     keepalive_at: Option<Instant>,
+    /// FIN-WAIT-2 limit for a connection nobody will read or close again
+    /// (Linux tcp_fin_timeout): set once orphaned in FIN-WAIT-2.
+    fin2_at: Option<Instant>,
+    /// The application closed its handle (see [`Tcb::orphan`]).
+    orphaned: bool,
     rtt: RttEstimator,
     /// The one timed segment: (sequence number that acknowledges it, when sent).
     rtt_sample: Option<(SeqNum, Instant)>,
@@ -232,6 +237,8 @@ impl Tcb {
             delack_at: None,
             timewait_at: None,
             keepalive_at: None,
+            fin2_at: None,
+            orphaned: false,
             rtt: RttEstimator::new(config.rto_initial, config.rto_min, config.rto_max),
             rtt_sample: None,
             retries: 0,
@@ -505,7 +512,10 @@ impl Tcb {
         let pure = payload.is_empty() && !fin;
         self.process_ack(now, seq, ack, seg.window, pure);
         match self.state {
-            State::FinWait1 if self.fin_acked() => self.state = State::FinWait2,
+            State::FinWait1 if self.fin_acked() => {
+                self.state = State::FinWait2;
+                self.arm_fin2_timer(now);
+            }
             State::Closing if self.fin_acked() => self.enter_time_wait(now),
             State::LastAck if self.fin_acked() => {
                 self.enter_closed();
@@ -762,8 +772,17 @@ impl Tcb {
         self.snd_buf_seq + self.send_buf.len()
     }
 
+    /// An orphaned connection may wait in FIN-WAIT-2 only `cfg.fin_timeout`
+    /// for the peer's FIN; then it is dropped without a word (as Linux does).
+    fn arm_fin2_timer(&mut self, now: Instant) {
+        if self.orphaned && self.state == State::FinWait2 && self.fin2_at.is_none() {
+            self.fin2_at = Some(now + self.cfg.fin_timeout);
+        }
+    }
+
     fn enter_time_wait(&mut self, now: Instant) {
         self.state = State::TimeWait;
+        self.fin2_at = None;
         self.timewait_at = Some(now + self.cfg.msl * 2);
         self.rtx_at = None;
         self.persist_at = None;
@@ -774,6 +793,7 @@ impl Tcb {
 
     fn enter_closed(&mut self) {
         self.state = State::Closed;
+        self.fin2_at = None;
         self.rtx_at = None;
         self.persist_at = None;
         self.delack_at = None;
@@ -804,6 +824,11 @@ impl Tcb {
 
     fn run_timers(&mut self, now: Instant) {
         if self.timewait_at.is_some_and(|t| t <= now) {
+            self.enter_closed();
+            return;
+        }
+        if self.fin2_at.is_some_and(|t| t <= now) {
+            self.stats.fin_wait2_timeouts += 1;
             self.enter_closed();
             return;
         }
@@ -1287,6 +1312,7 @@ impl Tcb {
             self.delack_at,
             self.timewait_at,
             self.keepalive_at,
+            self.fin2_at,
         ]
         .into_iter()
         .flatten()
@@ -1401,6 +1427,16 @@ impl Tcb {
         );
         self.enter_closed();
         self.rst_pending = send_rst;
+    }
+
+    /// The application closed its handle: nobody will read, write or close
+    /// again. Bounds the wait for the peer's FIN in FIN-WAIT-2 by
+    /// `cfg.fin_timeout` (Linux's tcp_fin_timeout), so a peer that never
+    /// closes cannot pin the connection forever.
+    pub fn orphan(&mut self) {
+        self.orphaned = true;
+        let now = self.now;
+        self.arm_fin2_timer(now);
     }
 
     pub fn set_nodelay(&mut self, nodelay: bool) {

@@ -139,6 +139,9 @@ pub struct TcpConfig {
     pub max_retransmits: u32,
     /// SYN retransmissions before connect fails with TimedOut (Linux tcp_syn_retries = 6).
     pub syn_retries: u32,
+    /// How long an orphaned connection (the application closed it) waits in
+    /// FIN-WAIT-2 for the peer's FIN before it is dropped (Linux tcp_fin_timeout = 60 s).
+    pub fin_timeout: Duration,
     /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL (Linux: 60 s TIME-WAIT).
     pub msl: Duration,
     /// Send keep-alive probes after this much idle time (RFC 9293 §3.8.4); `None` disables.
@@ -169,6 +172,7 @@ impl Default for TcpConfig {
             max_retransmits: 15,
             syn_retries: 6,
             msl: Duration::from_secs(30),
+            fin_timeout: Duration::from_secs(60),
             keepalive: None,
             keepalive_interval: Duration::from_secs(75),
             keepalive_probes: 9,
@@ -208,6 +212,8 @@ pub struct TcpStats {
     pub out_of_order_segs: u64,
     /// Segments that failed the RFC 9293 acceptability test.
     pub unacceptable_segs: u64,
+    /// Orphaned connections dropped after waiting `fin_timeout` in FIN-WAIT-2.
+    pub fin_wait2_timeouts: u64,
     /// RFC 5961 challenge ACKs sent (after rate limiting).
     pub challenge_acks: u64,
     pub keepalive_probes: u64,

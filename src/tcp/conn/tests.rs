@@ -1035,6 +1035,51 @@ fn rfc9293_active_close_through_fin_wait_and_time_wait() {
 }
 
 #[test]
+fn linux_fin_timeout_drops_an_orphan_waiting_in_fin_wait_2() {
+    // A half-closed connection whose owner still holds it may wait for the
+    // peer's FIN forever (RFC 9293); an orphan only for cfg.fin_timeout.
+    let (mut tcb, now) = established();
+    tcb.shutdown();
+    recv_one(&mut tcb, now);
+    tcb.process(now, &peer(0, 1));
+    assert_eq!(tcb.state(), State::FinWait2);
+    assert_eq!(tcb.poll_at(), None, "not orphaned: no FIN-WAIT-2 timer");
+    let later = now + ms(500);
+    tcb.process(later, &peer_data(0, 1, b"x"));
+    recv_all(&mut tcb, later);
+    tcb.orphan();
+    let end = later + cfg().fin_timeout;
+    assert_eq!(tcb.poll_at(), Some(end));
+    recv_nothing(&mut tcb, end - ms(1));
+    assert_eq!(tcb.state(), State::FinWait2);
+    recv_nothing(&mut tcb, end);
+    assert_eq!(tcb.state(), State::Closed);
+    assert!(tcb.is_closed());
+    assert_eq!(tcb.stats().fin_wait2_timeouts, 1);
+}
+
+#[test]
+fn linux_fin_timeout_armed_when_an_orphan_reaches_fin_wait_2() {
+    let (mut tcb, now) = established();
+    tcb.shutdown();
+    tcb.orphan();
+    recv_one(&mut tcb, now);
+    let t = now + ms(10);
+    tcb.process(t, &peer(0, 1));
+    assert_eq!(tcb.state(), State::FinWait2);
+    assert_eq!(tcb.poll_at(), Some(t + cfg().fin_timeout));
+    // The peer's FIN in time moves on to TIME-WAIT as usual.
+    tcb.process(
+        t + ms(5),
+        &TcpRepr {
+            fin: true,
+            ..peer(0, 1)
+        },
+    );
+    assert_eq!(tcb.state(), State::TimeWait);
+}
+
+#[test]
 fn rfc9293_passive_close_through_close_wait_and_last_ack() {
     let (mut tcb, now) = established();
     tcb.process(
