@@ -259,3 +259,44 @@ fn connect_to_a_silent_address_times_out_and_is_cleaned_up() {
         }
     });
 }
+
+#[test]
+fn a_reset_from_the_kernel_reaches_the_stack_reader_as_connection_reset() {
+    with_stack("reset_reaches_reader", |up| {
+        let l = KernelListener::bind((KERNEL, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            // SO_LINGER with a zero timeout: close() sends RST, not FIN.
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid socket fd and a correctly sized option value.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const libc::linger as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+            drop(s);
+        });
+        let mut c = TcpStream::connect_timeout(
+            &up.net,
+            SocketAddrV4::new(KERNEL, port),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        server.join().unwrap();
+        let mut buf = [0u8; 16];
+        let e = c.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        let e = c.write(b"after reset").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    });
+}
