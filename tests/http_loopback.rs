@@ -597,3 +597,43 @@ fn client_reports_truncated_body_and_skips_100_continue() {
         "redirects are not followed"
     );
 }
+
+#[test]
+fn https_by_dns_name_through_a_custom_connect_function() {
+    let st = store("dns-name");
+    let port = start_tls(&st, false);
+    // The connect function decides where names go: here every host is 127.0.0.1.
+    let mut c = Client::with_tls(
+        |_host: &str, port| std_connect("127.0.0.1", port),
+        tls_client(&st, TlsVersions::Both, None),
+    );
+    let (f, body) = c
+        .get(&format!("https://tunstack.local:{port}/bytes/7"))
+        .unwrap();
+    assert_eq!((f.status, body), (200, pattern(7)));
+    let sans = f.tls.unwrap().peer_sans;
+    assert!(sans.contains(&"DNS:tunstack.local".to_string()), "{sans:?}");
+    assert!(sans.contains(&"IP:127.0.0.1".to_string()), "{sans:?}");
+    // A name the certificate does not carry is refused.
+    let mut c = Client::with_tls(
+        |_host: &str, port| std_connect("127.0.0.1", port),
+        tls_client(&st, TlsVersions::Both, None),
+    );
+    assert!(c.get(&format!("https://other.local:{port}/")).is_err());
+    if have("curl") {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--resolve"])
+            .arg(format!("tunstack.local:{port}:127.0.0.1"))
+            .arg("--cacert")
+            .arg(st.ca_path())
+            .arg(format!("https://tunstack.local:{port}/bytes/9"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, pattern(9));
+    }
+}
