@@ -19,6 +19,7 @@ pub mod stack;
 pub mod runtime;
 pub mod sim;
 
+pub mod dns;
 pub mod netns;
 pub mod services;
 pub mod up;
