@@ -343,6 +343,16 @@ impl Sim {
         Ok(())
     }
 
+    /// Flush every capture file (they are also flushed when the Sim is dropped).
+    pub fn flush_captures(&mut self) -> io::Result<()> {
+        for n in &mut self.nodes {
+            if let NodeDevice::Traced(p) = &mut n.dev {
+                p.flush()?;
+            }
+        }
+        Ok(())
+    }
+
     // ----- nodes -----------------------------------------------------------
 
     pub fn addr(&self, node: NodeId) -> Ipv4Addr {
@@ -677,7 +687,10 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::SocketHandle;
+    use crate::tcp::{State, TcpError};
     use std::cell::RefCell;
+    use std::net::SocketAddrV4;
     use std::rc::Rc;
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -839,5 +852,118 @@ mod tests {
         assert_eq!(sim.now(), Instant::from_secs(3));
         let met = sim.run_until_cond(|s| s.now() >= Instant::from_secs(3), Instant::from_secs(9));
         assert!(met);
+    }
+
+    fn stack_pair(seed: u64, cfg: LinkConfig) -> (Sim, NodeId, NodeId) {
+        let mut sim = Sim::new(seed);
+        let a = sim.add_host(A);
+        let b = sim.add_host(B);
+        sim.link(a, b, cfg);
+        (sim, a, b)
+    }
+
+    #[test]
+    fn udp_datagram_between_stacks_takes_the_link_latency() {
+        let (mut sim, a, b) = stack_pair(1, LinkConfig::new(Duration::from_millis(10), 0));
+        let rx = sim.stack_mut(b).udp_bind(9000).unwrap();
+        let tx = sim.stack_mut(a).udp_bind(0).unwrap();
+        sim.stack_mut(a)
+            .udp_send_to(tx, b"hello", SocketAddrV4::new(B, 9000))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let got = sim.run_until_cond(
+            |s| s.stack_mut(b).udp_recv_from(rx, &mut buf).is_ok(),
+            Instant::from_secs(1),
+        );
+        assert!(got);
+        assert_eq!(&buf[..5], b"hello");
+        assert_eq!(sim.now(), Instant::from_millis(10));
+    }
+
+    /// Connect a → b:80 and run until both ends are established.
+    fn connect(sim: &mut Sim, a: NodeId, b: NodeId) -> (SocketHandle, SocketHandle) {
+        let l = sim.stack_mut(b).tcp_listen(80, 4).unwrap();
+        let now = sim.now();
+        let to = SocketAddrV4::new(sim.addr(b), 80);
+        let c = sim.stack_mut(a).tcp_connect(now, to).unwrap();
+        let mut accepted = None;
+        let ok = sim.run_until_cond(
+            |s| {
+                if accepted.is_none() {
+                    accepted = s.stack_mut(b).tcp_accept(l).ok();
+                }
+                accepted.is_some() && s.stack(a).tcp_state(c) == Some(State::Established)
+            },
+            Instant::from_secs(10),
+        );
+        assert!(ok, "handshake did not complete");
+        (c, accepted.unwrap())
+    }
+
+    #[test]
+    fn crash_drops_arrivals_and_restart_forgets_connections() {
+        let (mut sim, a, b) = stack_pair(3, LinkConfig::default());
+        let (c, _) = connect(&mut sim, a, b);
+        sim.crash(b);
+        assert!(!sim.is_up(b));
+        sim.stack_mut(a).tcp_send(c, b"into the void").unwrap();
+        sim.run_for(Duration::from_millis(100));
+        assert!(sim.link_stats(a, b).unwrap().partition_drops > 0);
+        sim.restart(b);
+        // The next retransmission reaches a stack with no such connection: RST.
+        let reset = sim.run_until_cond(
+            |s| s.stack(a).tcp_error(c) == Some(TcpError::ConnectionReset),
+            Instant::from_secs(30),
+        );
+        assert!(reset, "state {:?}", sim.stack(a).tcp_state(c));
+        assert!(sim.stack(b).stats().tcp_rst_sent > 0);
+    }
+
+    #[test]
+    fn one_partition_leaves_other_pairs_connected() {
+        let mut sim = Sim::new(4);
+        let a = sim.add_host(A);
+        let b = sim.add_host(B);
+        let c = sim.add_host(Ipv4Addr::new(10, 0, 0, 3));
+        for (x, y) in [(a, b), (a, c), (b, c)] {
+            sim.link(x, y, LinkConfig::default());
+        }
+        sim.partition(a, b);
+        let rx_b = sim.stack_mut(b).udp_bind(7).unwrap();
+        let rx_c = sim.stack_mut(c).udp_bind(7).unwrap();
+        let tx = sim.stack_mut(a).udp_bind(0).unwrap();
+        for dst in [B, Ipv4Addr::new(10, 0, 0, 3)] {
+            sim.stack_mut(a)
+                .udp_send_to(tx, b"x", SocketAddrV4::new(dst, 7))
+                .unwrap();
+        }
+        sim.run_for(Duration::from_secs(1));
+        let mut buf = [0u8; 8];
+        assert!(sim.stack_mut(b).udp_recv_from(rx_b, &mut buf).is_err());
+        assert!(sim.stack_mut(c).udp_recv_from(rx_c, &mut buf).is_ok());
+    }
+
+    #[test]
+    fn capture_records_a_nodes_packets_to_pcap() {
+        let path = std::env::temp_dir().join(format!("tunstack-sim-{}.pcap", std::process::id()));
+        // Infinite bandwidth: no serialization delay, so exactly one RTT.
+        let (mut sim, a, b) = stack_pair(5, LinkConfig::new(Duration::from_millis(10), 0));
+        sim.capture(a, &path).unwrap();
+        connect(&mut sim, a, b);
+        sim.flush_captures().unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let mut n = 0;
+        let mut first = None;
+        let mut last = None;
+        while let Some(p) = r.next_packet() {
+            let p = p.unwrap();
+            first.get_or_insert(p.timestamp);
+            last = Some(p.timestamp);
+            n += 1;
+        }
+        // SYN out, SYN-ACK in, ACK out; one RTT (20 ms) between first and last.
+        assert_eq!(n, 3);
+        assert_eq!(last.unwrap() - first.unwrap(), Duration::from_millis(20));
+        let _ = std::fs::remove_file(&path);
     }
 }
