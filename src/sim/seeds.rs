@@ -26,12 +26,12 @@ pub fn parse_seed(s: &str) -> Option<u64> {
     }
 }
 
-/// How many seeds [`for_each_seed`] runs: `TUNSTACK_SIM_SEEDS`, default 5.
+/// How many seeds [`for_each_seed`] runs: `TUNSTACK_SIM_SEEDS`, default 20 (about 15 s for tests/sim.rs in release mode on 2 cores).
 pub fn seed_count() -> u64 {
     std::env::var("TUNSTACK_SIM_SEEDS")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(20)
 }
 
 /// The `i`-th seed of test `name`: fixed, so a plain `cargo test` is
