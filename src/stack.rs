@@ -412,6 +412,23 @@ impl Stack {
         if let Some(&h) = self.tcp_conns.get(&(remote, seg.dst_port)) {
             if let Some(Socket::Tcp(sock)) = self.slots[h.index as usize].socket.as_mut() {
                 sock.tcb.process(now, &seg);
+                if sock.tcb.wants_urgent_ack() {
+                    // A duplicate ACK (gap, duplicate, filled hole) goes out
+                    // now, one per segment, not coalesced with the rest of
+                    // the receive batch: the sender counts them.
+                    let remote_ip = *sock.tcb.remote().ip();
+                    while let Some(out) = sock.tcb.poll_transmit(now) {
+                        Self::emit_tcp(
+                            &mut self.ip,
+                            &mut self.stats,
+                            dev,
+                            now,
+                            tx,
+                            remote_ip,
+                            &out,
+                        );
+                    }
+                }
                 if sock.orphaned {
                     // Nobody will read: discard, as after SHUT_RD.
                     let mut sink = [0u8; 4096];

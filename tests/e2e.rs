@@ -300,3 +300,61 @@ fn a_reset_from_the_kernel_reaches_the_stack_reader_as_connection_reset() {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
     });
 }
+
+/// Drop `percent`% of the packets crossing the TUN device in both directions,
+/// with nftables `numgen random` rules in this namespace (no netem here).
+fn drop_on_tun(tun: &str, percent: u32) {
+    let rules = format!(
+        "table inet lossy {{\n\
+         chain out {{ type filter hook output priority 0; oifname \"{tun}\" numgen random mod 100 < {percent} drop; }}\n\
+         chain in {{ type filter hook input priority 0; iifname \"{tun}\" numgen random mod 100 < {percent} drop; }}\n\
+         }}\n"
+    );
+    let path = std::env::temp_dir().join(format!("tunstack-nft-{}-{tun}", std::process::id()));
+    std::fs::write(&path, rules).unwrap();
+    let r = netns::run("nft", &["-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    r.expect("install nftables loss rules");
+}
+
+#[test]
+fn twenty_mb_each_way_through_two_percent_loss() {
+    with_stack("two_percent_loss", |up| {
+        drop_on_tun(&up.options.tun, 2);
+        let l = KernelListener::bind((KERNEL, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let got = hash_exact(&mut s, 20 * MB).unwrap();
+            let sent = Stream::new(8, 20 * MB).write_all(&mut s).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            (got, sent)
+        });
+        let t0 = std::time::Instant::now();
+        let mut c = TcpStream::connect_timeout(
+            &up.net,
+            SocketAddrV4::new(KERNEL, port),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.set_write_timeout(Some(TIMEOUT)).unwrap();
+        let sent = Stream::new(7, 20 * MB).write_all(&mut c).unwrap();
+        let got = hash_exact(&mut c, 20 * MB).unwrap();
+        let stats = c.stats().unwrap();
+        let (srv_got, srv_sent) = server.join().unwrap();
+        assert_eq!(srv_got, sent, "kernel received different bytes");
+        assert_eq!(got, srv_sent, "stack received different bytes");
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "40 MB through 2% loss each way in {secs:.2} s ({:.0} Mbit/s); stack sender: {stats}",
+            40.0 * 8.0 / secs
+        );
+        assert!(stats.retransmits > 0, "the loss rules dropped nothing?");
+        assert!(
+            stats.fast_retransmits > 0,
+            "recovery by duplicate ACKs never ran: {stats}"
+        );
+    });
+}

@@ -162,6 +162,10 @@ pub struct Tcb {
 
     // ----- pending output -----
     ack_now: bool,
+    /// The pending ACK reports a gap, a duplicate or a filled hole: the
+    /// sender's loss detection needs each one, so it must not be coalesced
+    /// with the ACKs of other segments in the same receive batch.
+    urgent_ack: bool,
     rtx_pending: bool,
     probe_pending: bool,
     /// The persist timer fired with a non-zero window: override sender SWS avoidance.
@@ -251,6 +255,7 @@ impl Tcb {
             recover: None,
             inflation: 0,
             ack_now: false,
+            urgent_ack: false,
             rtx_pending: false,
             probe_pending: false,
             force_send: false,
@@ -454,6 +459,7 @@ impl Tcb {
             self.stats.unacceptable_segs += 1;
             if !seg.rst {
                 self.ack_now = true;
+                self.urgent_ack = true;
             }
             return;
         }
@@ -711,6 +717,7 @@ impl Tcb {
                 if had_holes || self.rcv_unacked >= 2 * self.rcv_mss {
                     // Filling a hole, or a second full segment: ACK now.
                     self.ack_now = true;
+                    self.urgent_ack |= had_holes;
                 } else {
                     match self.cfg.delayed_ack {
                         None => self.ack_now = true,
@@ -731,8 +738,10 @@ impl Tcb {
                     fin = false;
                 }
                 self.ack_now = true;
+                self.urgent_ack = true;
             } else {
                 self.ack_now = true;
+                self.urgent_ack = true;
             }
         }
         if fin {
@@ -800,6 +809,7 @@ impl Tcb {
         self.timewait_at = None;
         self.keepalive_at = None;
         self.ack_now = false;
+        self.urgent_ack = false;
         self.rtx_pending = false;
         self.probe_pending = false;
         self.force_send = false;
@@ -1239,6 +1249,7 @@ impl Tcb {
         }
         if s.ack {
             self.ack_now = false;
+            self.urgent_ack = false;
             self.rcv_unacked = 0;
             self.delack_at = None;
             // Only on segments without payload: data segments are sized for
@@ -1427,6 +1438,14 @@ impl Tcb {
         );
         self.enter_closed();
         self.rst_pending = send_rst;
+    }
+
+    /// An ACK is due that must go out before the next segment is processed
+    /// (it reports a gap, a duplicate or a filled hole: RFC 5681 §4.2 says
+    /// such ACKs are sent at once, and the peer counts duplicates). Ordinary
+    /// ACKs may be coalesced over a receive batch, as GRO does in Linux.
+    pub fn wants_urgent_ack(&self) -> bool {
+        self.urgent_ack && self.ack_now
     }
 
     /// The application closed its handle: nobody will read, write or close

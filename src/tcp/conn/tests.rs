@@ -1035,6 +1035,32 @@ fn rfc9293_active_close_through_fin_wait_and_time_wait() {
 }
 
 #[test]
+fn rfc5681_duplicate_acks_are_urgent_ordinary_acks_may_coalesce() {
+    let (mut tcb, now) = established();
+    let data = pattern(3 * MSS, 7);
+    // In order, first full segment: delayed/coalescible.
+    tcb.process(now, &peer_data(0, 0, &data[..MSS]));
+    assert!(!tcb.wants_urgent_ack());
+    // Second full segment: an ACK is due, but an ordinary one.
+    tcb.process(now, &peer_data(MSS as u32, 0, &data[MSS..2 * MSS]));
+    assert!(!tcb.wants_urgent_ack());
+    recv_all(&mut tcb, now);
+    // A gap: the out-of-order segment must be acknowledged at once.
+    tcb.process(now, &peer_data(3 * MSS as u32, 0, &data[..MSS]));
+    assert!(tcb.wants_urgent_ack());
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + 2 * MSS as u32));
+    assert!(!tcb.wants_urgent_ack(), "cleared once sent");
+    // A duplicate of old data: urgent too.
+    tcb.process(now, &peer_data(0, 0, &data[..MSS]));
+    assert!(tcb.wants_urgent_ack());
+    recv_all(&mut tcb, now);
+    // Filling the hole: urgent (the sender's recovery waits for it).
+    tcb.process(now, &peer_data(2 * MSS as u32, 0, &data[2 * MSS..]));
+    assert!(tcb.wants_urgent_ack());
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + 4 * MSS as u32));
+}
+
+#[test]
 fn linux_fin_timeout_drops_an_orphan_waiting_in_fin_wait_2() {
     // A half-closed connection whose owner still holds it may wait for the
     // peer's FIN forever (RFC 9293); an orphan only for cfg.fin_timeout.
