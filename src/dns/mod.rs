@@ -6,3 +6,7 @@
 //! and a [`crate::rng::Rng`], and returns queries to send and a deadline.
 
 pub mod cache;
+pub mod driver;
+pub mod hints;
+pub mod resolver;
+pub mod servers;

@@ -1,0 +1,249 @@
+//! A small blocking driver for [`Resolution`] over a [`Transport`].
+//!
+//! [`StdTransport`] is the kernel's sockets (std::net), for loopback tests
+//! today; the stack's `runtime::{UdpSocket, TcpStream}` implement the same
+//! trait later. The driver owns the clock: it reads `Clock::now()` (plus an
+//! offset that tests advance to expire TTLs without sleeping).
+
+use super::cache::{Cache, CacheConfig};
+use super::hints::RootHints;
+use super::resolver::{Answer, Context, Query, Resolution, ResolverConfig, TraceStep};
+use super::servers::{ServerConfig, ServerTable};
+use crate::rng::Rng;
+use crate::time::{Clock, Duration, Instant};
+use hickory_proto::rr::{Name, RecordType};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+
+/// How queries reach nameservers. One UDP query is outstanding at a time.
+pub trait Transport {
+    /// Send `bytes` to `server` over UDP from a fresh socket bound to
+    /// `src_port` (0: any port; a transport may also fall back to any port
+    /// when that one is taken). Later [`Transport::udp_recv`] calls read that socket.
+    fn udp_send(&mut self, server: SocketAddr, src_port: u16, bytes: &[u8]) -> io::Result<()>;
+    /// The next datagram on the current socket, from anyone, or `None` when
+    /// `timeout` passes first.
+    fn udp_recv(&mut self, timeout: Duration) -> io::Result<Option<(SocketAddr, Vec<u8>)>>;
+    /// One query over TCP (RFC 7766 two-byte length framing): connect,
+    /// send, read one message, within `timeout`.
+    fn tcp_query(
+        &mut self,
+        server: SocketAddr,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> io::Result<Vec<u8>>;
+}
+
+/// The kernel's sockets. Counts what it sends.
+#[derive(Debug, Default)]
+pub struct StdTransport {
+    sock: Option<UdpSocket>,
+    /// UDP queries sent.
+    pub udp_sent: u64,
+    /// TCP queries sent.
+    pub tcp_sent: u64,
+}
+
+impl StdTransport {
+    pub fn new() -> StdTransport {
+        StdTransport::default()
+    }
+
+    pub fn queries_sent(&self) -> u64 {
+        self.udp_sent + self.tcp_sent
+    }
+}
+
+impl Transport for StdTransport {
+    fn udp_send(&mut self, server: SocketAddr, src_port: u16, bytes: &[u8]) -> io::Result<()> {
+        let local: SocketAddr = if server.is_ipv4() {
+            ([0, 0, 0, 0], src_port).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, src_port).into()
+        };
+        let sock = match UdpSocket::bind(local) {
+            Ok(s) => s,
+            Err(_) if src_port != 0 => {
+                let mut any = local;
+                any.set_port(0);
+                UdpSocket::bind(any)?
+            }
+            Err(e) => return Err(e),
+        };
+        sock.send_to(bytes, server)?;
+        self.udp_sent += 1;
+        self.sock = Some(sock);
+        Ok(())
+    }
+
+    fn udp_recv(&mut self, timeout: Duration) -> io::Result<Option<(SocketAddr, Vec<u8>)>> {
+        let Some(sock) = &self.sock else {
+            std::thread::sleep(timeout);
+            return Ok(None);
+        };
+        sock.set_read_timeout(Some(timeout.max(Duration::from_micros(1))))?;
+        let mut buf = vec![0u8; 65535];
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                buf.truncate(n);
+                Ok(Some((from, buf)))
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn tcp_query(
+        &mut self,
+        server: SocketAddr,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> io::Result<Vec<u8>> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        let mut s = TcpStream::connect_timeout(&server, timeout)?;
+        self.tcp_sent += 1;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.set_nodelay(true)?;
+        tcp_exchange(&mut s, bytes)
+    }
+}
+
+/// Write one length-prefixed message and read one back.
+pub fn tcp_exchange<S: Read + Write>(s: &mut S, bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let len =
+        u16::try_from(bytes.len()).map_err(|_| io::Error::other("DNS message over 65535 bytes"))?;
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    s.write_all(&out)?;
+    s.flush()?;
+    let mut lenb = [0u8; 2];
+    s.read_exact(&mut lenb)?;
+    let mut buf = vec![0u8; u16::from_be_bytes(lenb) as usize];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// A recursive resolver: a [`Context`] (cache, server table, RNG) and a transport.
+#[derive(Debug)]
+pub struct Resolver<T: Transport> {
+    pub ctx: Context,
+    pub transport: T,
+    clock: Clock,
+    /// Added to the clock: tests move time forward to expire TTLs.
+    pub time_offset: Duration,
+}
+
+impl<T: Transport> Resolver<T> {
+    pub fn new(hints: RootHints, config: ResolverConfig, transport: T, rng: Rng) -> Resolver<T> {
+        Resolver::with_parts(
+            Context::new(
+                hints,
+                config,
+                Cache::new(CacheConfig::default()),
+                ServerTable::new(ServerConfig::default()),
+                rng,
+            ),
+            transport,
+        )
+    }
+
+    pub fn with_parts(ctx: Context, transport: T) -> Resolver<T> {
+        Resolver {
+            ctx,
+            transport,
+            clock: Clock::new(),
+            time_offset: Duration::ZERO,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now() + self.time_offset
+    }
+
+    /// Resolve `name`/`rtype`, blocking until the answer (or SERVFAIL).
+    pub fn resolve(&mut self, name: &Name, rtype: RecordType) -> Answer {
+        self.resolve_traced(name, rtype).0
+    }
+
+    /// Like [`Resolver::resolve`], also returning the responses seen (when
+    /// `config.trace` is set).
+    pub fn resolve_traced(&mut self, name: &Name, rtype: RecordType) -> (Answer, Vec<TraceStep>) {
+        let now = self.now();
+        let mut res = Resolution::new(name, rtype, &mut self.ctx, now);
+        loop {
+            let now = self.now();
+            if let Some(q) = res.poll_transmit(&mut self.ctx, now) {
+                self.send(&mut res, q);
+                continue;
+            }
+            if res.result().is_some() {
+                break;
+            }
+            let Some(at) = res.poll_at() else {
+                break;
+            };
+            let now = self.now();
+            if now >= at {
+                res.handle_timeout(&mut self.ctx, now);
+                continue;
+            }
+            match self.transport.udp_recv(at - now) {
+                Ok(Some((from, bytes))) => {
+                    let now = self.now();
+                    res.handle_response(&mut self.ctx, from, &bytes, now);
+                }
+                Ok(None) => {
+                    let now = self.now().max(at);
+                    res.handle_timeout(&mut self.ctx, now);
+                }
+                Err(_) => {
+                    let now = self.now();
+                    res.handle_error(&mut self.ctx, now);
+                }
+            }
+        }
+        let trace = std::mem::take(&mut res.trace);
+        let answer = res.into_result().unwrap_or_else(|| Answer {
+            rcode: hickory_proto::op::ResponseCode::ServFail,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            from_cache: false,
+        });
+        (answer, trace)
+    }
+
+    fn send(&mut self, res: &mut Resolution, q: Query) {
+        let now = self.now();
+        if q.tcp {
+            match self
+                .transport
+                .tcp_query(q.server, &q.bytes, q.deadline - now)
+            {
+                Ok(bytes) => {
+                    let now = self.now();
+                    res.handle_response(&mut self.ctx, q.server, &bytes, now);
+                    if res.poll_at().is_some() {
+                        // Not accepted (garbage on the stream): no second chance on TCP.
+                        res.handle_error(&mut self.ctx, now);
+                    }
+                }
+                Err(_) => {
+                    let now = self.now();
+                    res.handle_error(&mut self.ctx, now);
+                }
+            }
+        } else if self
+            .transport
+            .udp_send(q.server, q.src_port, &q.bytes)
+            .is_err()
+        {
+            res.handle_error(&mut self.ctx, now);
+        }
+    }
+}
