@@ -86,9 +86,20 @@ struct Transfer {
 
 impl Transfer {
     fn start(sim: &mut Sim, client: NodeId, server: NodeId, seed: u64, total: u64) -> Transfer {
-        let listener = sim.stack_mut(server).tcp_listen(PORT, 8).expect("listen");
+        Transfer::start_on(sim, client, server, PORT, seed, total)
+    }
+
+    fn start_on(
+        sim: &mut Sim,
+        client: NodeId,
+        server: NodeId,
+        port: u16,
+        seed: u64,
+        total: u64,
+    ) -> Transfer {
+        let listener = sim.stack_mut(server).tcp_listen(port, 8).expect("listen");
         let now = sim.now();
-        let to = SocketAddrV4::new(sim.addr(server), PORT);
+        let to = SocketAddrV4::new(sim.addr(server), port);
         let conn = sim.stack_mut(client).tcp_connect(now, to).expect("connect");
         Transfer {
             client,
@@ -111,6 +122,9 @@ impl Transfer {
     /// what the server's has. Returns true once the server has read end of
     /// stream. Panics on a connection error (the seed is then printed).
     fn pump(&mut self, sim: &mut Sim) -> bool {
+        if self.eof {
+            return true;
+        }
         let now = sim.now();
         // Client: write until the send buffer is full, then half-close.
         {
@@ -226,7 +240,8 @@ fn transfer(
         t.src.hash.finish(),
         "received bytes differ from the bytes sent"
     );
-    // Let the close handshake finish (FIN acknowledged both ways).
+    // Close the client's handle too, and let the close handshake finish.
+    sim.stack_mut(client).tcp_close(t.conn);
     sim.run_for(Duration::from_secs(5));
     let elapsed = t.finished_at.unwrap_or(sim.now()) - start;
     let up = sim.link_stats(client, server).unwrap_or_default();
@@ -433,6 +448,73 @@ fn same_seed_replays_exactly() {
         assert_ne!(
             a.trace_hash, c.trace_hash,
             "a different seed should change the run"
+        );
+    });
+}
+
+#[test]
+fn parallel_transfers_both_ways_share_a_lossy_link() {
+    for_each_seed("parallel_transfers_both_ways_share_a_lossy_link", |seed| {
+        let mut sim = Sim::new(seed);
+        let a = sim.add_host(CLIENT);
+        let b = sim.add_host(SERVER);
+        sim.link(
+            a,
+            b,
+            base_link()
+                .loss(0.02)
+                .reorder(0.01, Duration::from_millis(2)),
+        );
+        let total = 2 * MB;
+        // Four streams each way, on their own ports, all at once.
+        let mut ts: Vec<Transfer> = (0..8u16)
+            .map(|i| {
+                let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+                Transfer::start_on(
+                    &mut sim,
+                    from,
+                    to,
+                    6000 + i,
+                    seed.wrapping_add(i as u64),
+                    total,
+                )
+            })
+            .collect();
+        let done = sim.run_until_cond(
+            |sim| {
+                let mut all = true;
+                for t in ts.iter_mut() {
+                    all &= t.pump(sim);
+                }
+                all
+            },
+            Instant::from_secs(300),
+        );
+        let progress: Vec<u64> = ts.iter().map(|t| t.received).collect();
+        assert!(
+            done,
+            "not all streams finished in 300 s: received {progress:?}"
+        );
+        for (i, t) in ts.iter().enumerate() {
+            assert_eq!(t.received, total, "stream {i}");
+            assert_eq!(
+                t.rx_hash.finish(),
+                t.src.hash.finish(),
+                "stream {i} data differs"
+            );
+        }
+        // Random loss makes short flows unequal (a stream that loses
+        // nothing early races ahead), so bound only the slowest (100 seeds:
+        // at most 6.0 s).
+        let times: Vec<Duration> = ts
+            .iter()
+            .map(|t| t.finished_at.unwrap() - Instant::ZERO)
+            .collect();
+        let slowest = times.iter().max().unwrap();
+        eprintln!("seed {seed}: 8 x {} MB both ways: {times:?}", total / MB);
+        assert!(
+            *slowest < Duration::from_secs(30),
+            "slowest stream took {slowest:?}"
         );
     });
 }
