@@ -637,3 +637,18 @@ fn https_by_dns_name_through_a_custom_connect_function() {
         assert_eq!(out.stdout, pattern(9));
     }
 }
+
+#[test]
+fn spawned_server_stops_on_request() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let h = tunstack::http::server::spawn_std(l, Arc::new(Router::new()), ServerOptions::default())
+        .unwrap();
+    let url = format!("http://{}/status", h.addr());
+    assert_eq!(client().get(&url).unwrap().0.status, 200);
+    let addr = h.addr();
+    h.stop().unwrap();
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "listener still open after stop"
+    );
+}

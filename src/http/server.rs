@@ -622,6 +622,66 @@ pub fn serve_std(
     )
 }
 
+/// A server running on its own thread (see [`spawn_std`]).
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting (connections in progress finish on their threads)
+    /// and wait for the accept loop to end.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> io::Result<()> {
+        let Some(t) = self.thread.take() else {
+            return Ok(());
+        };
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept with one connection to ourselves.
+        let mut poke = self.addr;
+        if poke.ip().is_unspecified() {
+            poke.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let _ = std::net::TcpStream::connect_timeout(&poke, Duration::from_secs(1));
+        t.join()
+            .unwrap_or_else(|_| Err(io::Error::other("server thread panicked")))
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Run [`serve_std`] on a new thread; the handle stops it (also on drop).
+pub fn spawn_std(
+    listener: std::net::TcpListener,
+    handler: Arc<dyn Handler>,
+    mut opts: ServerOptions,
+) -> io::Result<ServerHandle> {
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    opts.stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("http-accept".into())
+        .spawn(move || serve_std(listener, handler, opts))?;
+    Ok(ServerHandle {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
 /// [`serve`] on the stack's listener.
 pub fn serve_stack(
     listener: crate::runtime::TcpListener,
