@@ -1076,3 +1076,657 @@ fn closest_zone(ctx: &mut Context, qname: &Name, now: Instant) -> Zone {
         tcp_next: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::cache::CacheConfig;
+    use crate::dns::servers::ServerConfig;
+    use hickory_proto::rr::rdata::{A, CNAME, NS, SOA, TXT};
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+    }
+    fn a(name: &str, addr: [u8; 4]) -> Record {
+        Record::from_rdata(n(name), 300, RData::A(A(Ipv4Addr::from(addr))))
+    }
+    fn ns(name: &str, target: &str) -> Record {
+        Record::from_rdata(n(name), 300, RData::NS(NS(n(target))))
+    }
+    fn cname(name: &str, target: &str) -> Record {
+        Record::from_rdata(n(name), 300, RData::CNAME(CNAME(n(target))))
+    }
+    fn soa(zone: &str) -> Record {
+        Record::from_rdata(
+            n(zone),
+            300,
+            RData::SOA(SOA::new(n("ns."), n("h."), 1, 1, 1, 1, 60)),
+        )
+    }
+
+    /// A toy authoritative server: zones it serves, each a list of records.
+    #[derive(Default, Clone)]
+    struct Fake {
+        zones: HashMap<IpAddr, Vec<(Name, Vec<Record>)>>,
+        /// Extra records a server puts into every answer section (forgery tests).
+        extra_answer: HashMap<IpAddr, Vec<Record>>,
+        /// Extra records added to referrals' additional section.
+        extra_glue: HashMap<IpAddr, Vec<Record>>,
+        dead: Vec<IpAddr>,
+    }
+
+    impl Fake {
+        fn hierarchy() -> Fake {
+            let mut f = Fake::default();
+            f.zones.insert(
+                ip(2),
+                vec![(
+                    Name::root(),
+                    vec![
+                        soa("."),
+                        ns("test.", "ns1.nic.test."),
+                        a("ns1.nic.test.", [127, 0, 0, 3]),
+                        ns("example.", "ns1.nic.example."),
+                        a("ns1.nic.example.", [127, 0, 0, 4]),
+                    ],
+                )],
+            );
+            f.zones.insert(
+                ip(3),
+                vec![(
+                    n("test."),
+                    vec![
+                        soa("test."),
+                        ns("alpha.test.", "ns1.alpha.test."),
+                        a("ns1.alpha.test.", [127, 0, 0, 5]),
+                        ns("gamma.test.", "ns.beta.example."),
+                        ns("two.test.", "ns1.two.test."),
+                        ns("two.test.", "ns2.two.test."),
+                        a("ns1.two.test.", [127, 0, 0, 8]),
+                        a("ns2.two.test.", [127, 0, 0, 5]),
+                    ],
+                )],
+            );
+            f.zones.insert(
+                ip(4),
+                vec![(
+                    n("example."),
+                    vec![
+                        soa("example."),
+                        ns("beta.example.", "ns1.beta.example."),
+                        a("ns1.beta.example.", [127, 0, 0, 5]),
+                    ],
+                )],
+            );
+            let big: Vec<Record> = (0..20)
+                .map(|i| {
+                    Record::from_rdata(
+                        n("big.alpha.test."),
+                        300,
+                        RData::TXT(TXT::new(vec![format!("{i:02}{}", "x".repeat(100))])),
+                    )
+                })
+                .collect();
+            let mut alpha = vec![
+                soa("alpha.test."),
+                a("www.alpha.test.", [192, 0, 2, 1]),
+                cname("chain.alpha.test.", "start.beta.example."),
+                a("final.alpha.test.", [192, 0, 2, 40]),
+                a("x.y.z.alpha.test.", [192, 0, 2, 7]),
+            ];
+            alpha.extend(big);
+            f.zones.insert(
+                ip(5),
+                vec![
+                    (n("alpha.test."), alpha),
+                    (
+                        n("beta.example."),
+                        vec![
+                            soa("beta.example."),
+                            a("ns.beta.example.", [127, 0, 0, 6]),
+                            cname("start.beta.example.", "final.alpha.test."),
+                        ],
+                    ),
+                    (
+                        n("two.test."),
+                        vec![soa("two.test."), a("www.two.test.", [192, 0, 2, 22])],
+                    ),
+                ],
+            );
+            f.zones.insert(
+                ip(6),
+                vec![(
+                    n("gamma.test."),
+                    vec![soa("gamma.test."), a("host.gamma.test.", [192, 0, 2, 30])],
+                )],
+            );
+            f.dead.push(ip(8));
+            f
+        }
+
+        /// The response to `query` from `server`, or None (no answer).
+        fn answer(&self, server: IpAddr, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+            if self.dead.contains(&server) {
+                return None;
+            }
+            let q = Message::from_vec(query).ok()?;
+            let question = q.queries()[0].clone();
+            let qname = lower(question.name());
+            let mut r = Message::new();
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(OpCode::Query);
+            r.add_query(question.clone());
+            let zones = self.zones.get(&server)?;
+            let Some((zone, recs)) = zones
+                .iter()
+                .filter(|(z, _)| z.zone_of(&qname))
+                .max_by_key(|(z, _)| z.num_labels())
+            else {
+                r.set_response_code(ResponseCode::Refused);
+                return r.to_vec().ok();
+            };
+            // Delegation?
+            let cut = recs.iter().find(|x| {
+                x.record_type() == RecordType::NS && x.name() != zone && x.name().zone_of(&qname)
+            });
+            if let Some(cut) = cut {
+                let owner = cut.name().clone();
+                let nss: Vec<Record> = recs
+                    .iter()
+                    .filter(|x| x.record_type() == RecordType::NS && *x.name() == owner)
+                    .cloned()
+                    .collect();
+                for s in &nss {
+                    let t = rdata_name(s).unwrap().clone();
+                    for g in recs
+                        .iter()
+                        .filter(|x| x.record_type() == RecordType::A && *x.name() == t)
+                    {
+                        r.add_additional(g.clone());
+                    }
+                }
+                for g in self.extra_glue.get(&server).into_iter().flatten() {
+                    r.add_additional(g.clone());
+                }
+                r.add_name_servers(nss);
+                return r.to_vec().ok();
+            }
+            r.set_authoritative(true);
+            let exact: Vec<Record> = recs
+                .iter()
+                .filter(|x| *x.name() == qname && x.record_type() == question.query_type())
+                .cloned()
+                .collect();
+            let cn: Vec<Record> = recs
+                .iter()
+                .filter(|x| *x.name() == qname && x.record_type() == RecordType::CNAME)
+                .cloned()
+                .collect();
+            if !exact.is_empty() || !cn.is_empty() {
+                r.add_answers(if exact.is_empty() { cn } else { exact });
+                for x in self.extra_answer.get(&server).into_iter().flatten() {
+                    r.add_answer(x.clone());
+                }
+            } else if recs.iter().any(|x| qname.zone_of(x.name())) {
+                r.add_name_server(soa(&zone.to_ascii()));
+            } else {
+                r.set_response_code(ResponseCode::NXDomain);
+                r.add_name_server(soa(&zone.to_ascii()));
+            }
+            let bytes = r.to_vec().ok()?;
+            if !tcp && bytes.len() > 1232 {
+                let mut t = Message::new();
+                t.set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_truncated(true);
+                t.add_query(question);
+                return t.to_vec().ok();
+            }
+            Some(bytes)
+        }
+    }
+
+    fn ctx(config: ResolverConfig) -> Context {
+        Context::new(
+            RootHints::parse(". NS root-ns.\nroot-ns. A 127.0.0.2\n").unwrap(),
+            config,
+            Cache::new(CacheConfig::default()),
+            ServerTable::new(ServerConfig::default()),
+            Rng::new(99),
+        )
+    }
+
+    /// Injects datagrams before the real answer.
+    type Spoof<'a> = dyn FnMut(&Query, &Message) -> Vec<(SocketAddr, Vec<u8>)> + 'a;
+
+    /// What was sent: (server, name as sent, type, tcp).
+    type Log = Vec<(IpAddr, Name, RecordType, bool)>;
+
+    /// Drive a resolution against `fake`; `spoof` may inject datagrams
+    /// before the real answer.
+    fn run(
+        ctx: &mut Context,
+        fake: &Fake,
+        name: &str,
+        ty: RecordType,
+        spoof: &mut Spoof,
+    ) -> (Answer, Log) {
+        let mut now = Instant::from_secs(1000);
+        let mut res = Resolution::new(&n(name), ty, ctx, now);
+        let mut log = Log::new();
+        for _ in 0..1000 {
+            if let Some(q) = res.poll_transmit(ctx, now) {
+                let m = Message::from_vec(&q.bytes).unwrap();
+                let qq = &m.queries()[0];
+                log.push((q.server.ip(), qq.name().clone(), qq.query_type(), q.tcp));
+                for (from, bytes) in spoof(&q, &m) {
+                    res.handle_response(ctx, from, &bytes, now);
+                }
+                now += Duration::from_millis(1);
+                match fake.answer(q.server.ip(), &q.bytes, q.tcp) {
+                    Some(b) => res.handle_response(ctx, q.server, &b, now),
+                    None => {
+                        now = res.poll_at().unwrap();
+                        res.handle_timeout(ctx, now);
+                    }
+                }
+                continue;
+            }
+            if let Some(r) = res.result() {
+                return (r.clone(), log);
+            }
+            panic!("no query and no result");
+        }
+        panic!("resolution did not end");
+    }
+
+    fn no_spoof(_: &Query, _: &Message) -> Vec<(SocketAddr, Vec<u8>)> {
+        Vec::new()
+    }
+
+    fn addrs(ans: &Answer) -> Vec<String> {
+        ans.answers.iter().map(|r| r.data().to_string()).collect()
+    }
+
+    #[test]
+    fn referrals_are_followed_from_the_root_hints() {
+        let mut c = ctx(ResolverConfig::default());
+        let (ans, log) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(ans.rcode, ResponseCode::NoError);
+        assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
+        let servers: Vec<IpAddr> = log.iter().map(|l| l.0).collect();
+        assert_eq!(servers, vec![ip(2), ip(3), ip(5)]);
+    }
+
+    #[test]
+    fn qname_minimisation_reveals_one_label_per_zone() {
+        let mut c = ctx(ResolverConfig::default());
+        let (ans, log) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "x.y.z.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.7"]);
+        let sent: Vec<String> = log
+            .iter()
+            .map(|l| format!("{} {}", l.1.to_lowercase(), l.2))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                "test. A",
+                "alpha.test. A",
+                "z.alpha.test. A",
+                "y.z.alpha.test. A",
+                "x.y.z.alpha.test. A"
+            ]
+        );
+    }
+
+    #[test]
+    fn qname_minimisation_off_sends_the_full_name() {
+        let mut c = ctx(ResolverConfig {
+            qname_minimisation: false,
+            ..ResolverConfig::default()
+        });
+        let (_, log) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "x.y.z.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert!(log
+            .iter()
+            .all(|l| l.1.to_lowercase() == n("x.y.z.alpha.test.")));
+    }
+
+    #[test]
+    fn query_names_are_case_randomised_and_ids_random() {
+        let mut c = ctx(ResolverConfig {
+            qname_minimisation: false,
+            ..ResolverConfig::default()
+        });
+        let mut seen = HashSet::new();
+        let mut ids = HashSet::new();
+        let mut capture = |q: &Query, m: &Message| {
+            seen.insert(m.queries()[0].name().to_ascii());
+            ids.insert(m.id());
+            assert!(q.src_port >= 1024);
+            Vec::new()
+        };
+        run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.alpha.test.",
+            RecordType::A,
+            &mut capture,
+        );
+        assert!(seen.iter().any(|s| s != "www.alpha.test."), "{seen:?}");
+        assert_eq!(ids.len(), 3);
+    }
+
+    #[test]
+    fn edns0_advertises_1232_bytes() {
+        let mut c = ctx(ResolverConfig::default());
+        let mut check = |_: &Query, m: &Message| {
+            assert_eq!(m.extensions().as_ref().map(|e| e.max_payload()), Some(1232));
+            assert!(!m.recursion_desired());
+            Vec::new()
+        };
+        run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.alpha.test.",
+            RecordType::A,
+            &mut check,
+        );
+    }
+
+    /// A forged answer for the outstanding query: `tweak` spoils one property.
+    fn forged(q: &Query, m: &Message, tweak: &dyn Fn(&mut Message)) -> Vec<u8> {
+        let mut r = Message::new();
+        r.set_id(m.id())
+            .set_message_type(MessageType::Response)
+            .set_authoritative(true);
+        r.add_query(m.queries()[0].clone());
+        r.add_answer(a(&m.queries()[0].name().to_ascii(), [6, 6, 6, 6]));
+        tweak(&mut r);
+        let _ = q;
+        r.to_vec().unwrap()
+    }
+
+    #[test]
+    fn answer_whose_question_case_differs_is_dropped() {
+        let mut c = ctx(ResolverConfig {
+            qname_minimisation: false,
+            ..ResolverConfig::default()
+        });
+        let mut spoof = |q: &Query, m: &Message| {
+            let wrong = forged(q, m, &|r: &mut Message| {
+                let mut qq = r.queries()[0].clone();
+                let flipped = Name::from_ascii(flip(&qq.name().to_ascii())).unwrap();
+                qq.set_name(flipped);
+                r.queries_mut()[0] = qq;
+            });
+            vec![(q.server, wrong)]
+        };
+        let (ans, _) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.alpha.test.",
+            RecordType::A,
+            &mut spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
+        assert_eq!(c.stats.dropped_wrong_question, 3);
+    }
+
+    fn flip(s: &str) -> String {
+        s.chars()
+            .map(|ch| {
+                if ch.is_ascii_lowercase() {
+                    ch.to_ascii_uppercase()
+                } else {
+                    ch.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn answer_with_wrong_id_is_dropped() {
+        let mut c = ctx(ResolverConfig::default());
+        let mut spoof = |q: &Query, m: &Message| {
+            let id = m.id().wrapping_add(1);
+            vec![(
+                q.server,
+                forged(q, m, &move |r: &mut Message| {
+                    r.set_id(id);
+                }),
+            )]
+        };
+        let (ans, _) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.alpha.test.",
+            RecordType::A,
+            &mut spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
+        assert_eq!(c.stats.dropped_wrong_id, 3);
+    }
+
+    #[test]
+    fn answer_from_an_address_or_port_not_asked_is_dropped() {
+        let mut c = ctx(ResolverConfig::default());
+        let mut spoof = |q: &Query, m: &Message| {
+            let mut other_port = q.server;
+            other_port.set_port(5353);
+            let other_host = SocketAddr::new(ip(66), 53);
+            vec![
+                (other_port, forged(q, m, &|_| {})),
+                (other_host, forged(q, m, &|_| {})),
+            ]
+        };
+        let (ans, _) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.alpha.test.",
+            RecordType::A,
+            &mut spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
+        assert_eq!(c.stats.dropped_wrong_source, 6);
+    }
+
+    #[test]
+    fn out_of_bailiwick_answer_records_are_discarded_not_cached() {
+        let mut fake = Fake::hierarchy();
+        fake.extra_answer
+            .insert(ip(5), vec![a("www.beta.example.", [6, 6, 6, 6])]);
+        let mut c = ctx(ResolverConfig::default());
+        let (ans, _) = run(
+            &mut c,
+            &fake,
+            "www.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
+        assert!(c.stats.out_of_bailiwick_discarded >= 1);
+        let now = Instant::from_secs(1001);
+        assert_eq!(
+            c.cache
+                .peek(&n("www.beta.example."), RecordType::A, DNSClass::IN, now),
+            Lookup::Miss
+        );
+    }
+
+    #[test]
+    fn glue_outside_the_delegating_zone_is_ignored_and_ns_name_resolved() {
+        let mut fake = Fake::hierarchy();
+        // test.'s servers offer an address for ns.beta.example., which test. has no authority for.
+        fake.extra_glue
+            .insert(ip(3), vec![a("ns.beta.example.", [127, 0, 0, 66])]);
+        let mut c = ctx(ResolverConfig::default());
+        let (ans, log) = run(
+            &mut c,
+            &fake,
+            "host.gamma.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.30"]);
+        assert!(log.iter().all(|l| l.0 != ip(66)), "{log:?}");
+        assert!(log.iter().any(|l| l.0 == ip(6)));
+    }
+
+    #[test]
+    fn cname_chain_is_followed_across_zones() {
+        let mut c = ctx(ResolverConfig::default());
+        let (ans, _) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "chain.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(ans.rcode, ResponseCode::NoError);
+        assert_eq!(ans.answers.len(), 3, "{:?}", ans.answers);
+        assert_eq!(ans.answers[2].data().to_string(), "192.0.2.40");
+    }
+
+    #[test]
+    fn cname_chain_longer_than_the_limit_fails() {
+        let mut c = ctx(ResolverConfig {
+            max_cname: 1,
+            ..ResolverConfig::default()
+        });
+        let (ans, _) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "chain.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(ans.rcode, ResponseCode::ServFail);
+    }
+
+    #[test]
+    fn truncated_udp_answer_is_retried_over_tcp_of_the_same_server() {
+        let mut c = ctx(ResolverConfig::default());
+        let (ans, log) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "big.alpha.test.",
+            RecordType::TXT,
+            &mut no_spoof,
+        );
+        assert_eq!(ans.answers.len(), 20);
+        let last = &log[log.len() - 1];
+        let before = &log[log.len() - 2];
+        assert!(last.3 && !before.3);
+        assert_eq!(last.0, before.0);
+    }
+
+    #[test]
+    fn timeout_moves_to_another_server() {
+        let mut c = ctx(ResolverConfig::default());
+        // Make the dead server look fastest so it is asked first.
+        c.servers
+            .on_answer(ip(8), Duration::from_micros(1), &mut c.rng);
+        let (ans, log) = run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.two.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.22"]);
+        let tail: Vec<IpAddr> = log.iter().rev().take(2).map(|l| l.0).collect();
+        assert_eq!(tail, vec![ip(5), ip(8)]);
+        assert_eq!(c.stats.timeouts, 1);
+    }
+
+    #[test]
+    fn nxdomain_and_nodata_are_negative_cached() {
+        let mut c = ctx(ResolverConfig::default());
+        let fake = Fake::hierarchy();
+        let (nx, _) = run(
+            &mut c,
+            &fake,
+            "nope.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(nx.rcode, ResponseCode::NXDomain);
+        let (nd, _) = run(
+            &mut c,
+            &fake,
+            "www.alpha.test.",
+            RecordType::MX,
+            &mut no_spoof,
+        );
+        assert_eq!((nd.rcode, nd.answers.len()), (ResponseCode::NoError, 0));
+        let (nx2, log) = run(
+            &mut c,
+            &fake,
+            "nope.alpha.test.",
+            RecordType::TXT,
+            &mut no_spoof,
+        );
+        assert_eq!(nx2.rcode, ResponseCode::NXDomain);
+        assert!(log.is_empty() && nx2.from_cache);
+        let (_, log) = run(
+            &mut c,
+            &fake,
+            "www.alpha.test.",
+            RecordType::MX,
+            &mut no_spoof,
+        );
+        assert!(log.is_empty());
+    }
+
+    #[test]
+    fn query_limit_per_resolution_stops_fan_out() {
+        let mut fake = Fake::hierarchy();
+        // A delegation to many NS names that cannot be resolved (NXNSAttack shape).
+        let recs = &mut fake.zones.get_mut(&ip(3)).unwrap()[0].1;
+        for i in 0..50 {
+            recs.push(ns("fan.test.", &format!("ns{i}.nowhere.example.")));
+        }
+        let mut c = ctx(ResolverConfig::default());
+        let (ans, log) = run(&mut c, &fake, "www.fan.test.", RecordType::A, &mut no_spoof);
+        assert_eq!(ans.rcode, ResponseCode::ServFail);
+        // max_ns_lookups (4) sub-resolutions, each a few queries: far fewer than 50.
+        assert!(log.len() <= 4 * 3 + 4, "{} queries", log.len());
+        let mut c = ctx(ResolverConfig {
+            max_queries: 3,
+            ..ResolverConfig::default()
+        });
+        let (ans, log) = run(
+            &mut c,
+            &fake,
+            "chain.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(ans.rcode, ResponseCode::ServFail);
+        assert_eq!(log.len(), 3);
+    }
+}
