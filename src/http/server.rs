@@ -1034,10 +1034,8 @@ fn connection<S: Transport>(s: S, handler: &dyn Handler, opts: &ServerOptions) {
             // lot left over is not worth reading: close instead.
             let body_ok = match &result {
                 Ok(_) => {
-                    matches!(
-                        io::copy(&mut (&mut body).take(1 << 20), &mut io::sink()),
-                        Ok(_)
-                    ) && matches!(body.read(&mut [0u8; 1]), Ok(0))
+                    io::copy(&mut (&mut body).take(1 << 20), &mut io::sink()).is_ok()
+                        && matches!(body.read(&mut [0u8; 1]), Ok(0))
                 }
                 Err(_) => false,
             };
