@@ -139,12 +139,15 @@ fn fix_tcp_checksum(p: &mut [u8]) {
     p[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
 }
 
+/// A named change to a valid packet.
+type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+
 #[test]
 fn bogus_tcp_options_and_offsets_are_malformed() {
     let (mut s, mut dev) = stack();
     let _l = s.tcp_listen(80, 16).unwrap();
     let base = syn(80); // 20 IP + 20 TCP + 4 options (MSS)
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         ("option length 0", Box::new(|p: &mut Vec<u8>| p[41] = 0)),
         ("option length 1", Box::new(|p: &mut Vec<u8>| p[41] = 1)),
         (
@@ -267,7 +270,7 @@ fn random_garbage_never_panics_and_the_stack_still_works() {
         }
         dev.rx.push_back(p);
         if i % 64 == 0 {
-            now = now + tunstack::time::Duration::from_millis(1);
+            now += tunstack::time::Duration::from_millis(1);
             s.poll(now, &mut dev);
             dev.tx.clear();
         }
