@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod sim;
 
 pub mod dns;
+pub mod bench;
 pub mod netns;
 pub mod services;
 pub mod up;

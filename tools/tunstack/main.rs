@@ -58,6 +58,15 @@ enum Command {
         #[command(flatten)]
         stack: StackFlags,
     },
+    /// Measure tunstack beside smoltcp and the kernel (throughput, loss, latency, CPU, memory) in private namespaces; needs root.
+    Bench {
+        /// Smaller transfers and fewer repetitions: finishes within a minute (for CI).
+        #[arg(long)]
+        quick: bool,
+        /// Also write the table and every figure as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Up { stack } => cmd_up(&stack),
+        Command::Bench { quick, json } => tunstack::bench::cli(quick, json.as_deref()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,254 @@
+//! Pieces every measurement shares: the result types, the bulk-transfer
+//! parameters, and the sender/receiver loops (generic over `Read`/`Write`,
+//! so the kernel's sockets and the stack's handles run the same code).
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which way the bulk data flows over the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// The kernel's TCP sends, the userspace stack receives.
+    KernelToStack,
+    /// The userspace stack sends, the kernel's TCP receives.
+    StackToKernel,
+}
+
+impl Dir {
+    pub fn label(self) -> &'static str {
+        match self {
+            Dir::KernelToStack => "kernel→stack",
+            Dir::StackToKernel => "stack→kernel",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Dir::KernelToStack => "k2s",
+            Dir::StackToKernel => "s2k",
+        }
+    }
+}
+
+/// One bulk transfer: at most `volume` bytes, for at most `max_time`
+/// (whichever ends first), with `loss_percent`% of packets dropped in each
+/// direction on the device.
+#[derive(Clone, Copy, Debug)]
+pub struct BulkParams {
+    /// MTU of the device (the stack's MTU follows it).
+    pub mtu: usize,
+    pub dir: Dir,
+    pub loss_percent: u32,
+    pub volume: u64,
+    pub max_time: Duration,
+}
+
+/// What a bulk transfer achieved, measured at the receiver: bytes delivered
+/// to the receiving application and the time from the connection being
+/// established to the last of them (or the deadline).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bulk {
+    pub bytes: u64,
+    pub secs: f64,
+    /// CPU seconds the userspace stack spent (its event-loop thread and the
+    /// application thread moving the data), if measured.
+    pub cpu_secs: Option<f64>,
+}
+
+impl Bulk {
+    /// Goodput in Gbit/s (10^9 bits per second).
+    pub fn gbps(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.bytes as f64 * 8.0 / self.secs / 1e9
+        } else {
+            0.0
+        }
+    }
+
+    /// CPU seconds per gigabyte (10^9 bytes) moved, if CPU was measured.
+    pub fn cpu_secs_per_gb(&self) -> Option<f64> {
+        let c = self.cpu_secs?;
+        (self.bytes > 0).then(|| c / (self.bytes as f64 / 1e9))
+    }
+}
+
+/// Round-trip latency of small messages.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl Latency {
+    /// From round-trip times (any order).
+    pub fn from_samples(mut rtts: Vec<Duration>) -> Latency {
+        rtts.sort_unstable();
+        let pick = |q: f64| -> f64 {
+            if rtts.is_empty() {
+                return 0.0;
+            }
+            let i = ((rtts.len() as f64 * q).ceil() as usize).clamp(1, rtts.len()) - 1;
+            rtts[i].as_secs_f64() * 1e6
+        };
+        Latency {
+            samples: rtts.len(),
+            p50_us: pick(0.50),
+            p99_us: pick(0.99),
+        }
+    }
+}
+
+/// New connections per second (connect, one small exchange, close).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnRate {
+    pub conns: u64,
+    pub secs: f64,
+}
+
+impl ConnRate {
+    pub fn per_sec(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.conns as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Memory the stack's process holds per idle established connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdleMemory {
+    /// Connections held open at the same time.
+    pub conns: u64,
+    /// Resident set growth of the process while they were opened.
+    pub rss_delta: u64,
+}
+
+impl IdleMemory {
+    pub fn bytes_per_conn(&self) -> f64 {
+        if self.conns > 0 {
+            self.rss_delta as f64 / self.conns as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The errors a socket with a read/write timeout reports when it expires.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Read from `r` until `volume` bytes, end of stream or `max_time` after
+/// the call. `r` must have a read timeout well below `max_time` so the
+/// deadline is noticed. Returns (bytes, seconds).
+pub fn receive_for(r: &mut impl Read, volume: u64, max_time: Duration) -> io::Result<(u64, f64)> {
+    let start = Instant::now();
+    let deadline = start + max_time;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    let mut last = start;
+    while got < volume {
+        let now = Instant::now();
+        if now >= deadline {
+            last = now;
+            break;
+        }
+        let want = ((volume - got) as usize).min(buf.len());
+        match r.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n as u64;
+                last = Instant::now();
+            }
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) if got > 0 => {
+                log::debug!("receiver stopped after {got} bytes: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((got, (last - start).as_secs_f64()))
+}
+
+/// Write a fixed pattern to `w` until `stop` is set or the peer goes away.
+/// `w` should have a write timeout so `stop` is noticed. Returns bytes written.
+pub fn send_until(w: &mut impl Write, stop: &AtomicBool) -> u64 {
+    let buf: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        match w.write(&buf) {
+            Ok(0) => break,
+            Ok(n) => sent += n as u64,
+            Err(e) if is_timeout(&e) => continue,
+            Err(_) => break,
+        }
+    }
+    sent
+}
+
+/// Median of `reps` runs of `f` by goodput (the first error is returned).
+pub fn median_bulk(reps: usize, mut f: impl FnMut() -> io::Result<Bulk>) -> io::Result<Bulk> {
+    let mut v = Vec::with_capacity(reps.max(1));
+    for _ in 0..reps.max(1) {
+        v.push(f()?);
+    }
+    v.sort_by(|a, b| a.gbps().total_cmp(&b.gbps()));
+    Ok(v[v.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_gbps_is_bits_per_second_over_1e9() {
+        let b = Bulk {
+            bytes: 1_000_000_000,
+            secs: 2.0,
+            cpu_secs: Some(1.0),
+        };
+        assert!((b.gbps() - 4.0).abs() < 1e-9);
+        assert_eq!(b.cpu_secs_per_gb(), Some(1.0));
+        assert_eq!(Bulk::default().gbps(), 0.0);
+    }
+
+    #[test]
+    fn latency_percentiles_pick_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
+        let l = Latency::from_samples(v);
+        assert_eq!(l.samples, 100);
+        assert!((l.p50_us - 50.0).abs() < 1e-6);
+        assert!((l.p99_us - 99.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn receive_for_stops_at_volume() {
+        let data = vec![1u8; 10_000];
+        let (n, _) = receive_for(&mut &data[..], 4_000, Duration::from_secs(5)).unwrap();
+        assert_eq!(n, 4_000);
+        let (n, _) = receive_for(&mut &data[..], 1 << 30, Duration::from_secs(5)).unwrap();
+        assert_eq!(n, 10_000, "end of stream ends the transfer");
+    }
+
+    #[test]
+    fn median_bulk_takes_the_middle_run() {
+        let mut i = 0;
+        let b = median_bulk(3, || {
+            i += 1;
+            Ok(Bulk {
+                bytes: [30, 10, 20][i - 1],
+                secs: 1.0,
+                cpu_secs: None,
+            })
+        })
+        .unwrap();
+        assert_eq!(b.bytes, 20);
+    }
+}

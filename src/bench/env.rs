@@ -1,0 +1,225 @@
+//! What the benchmark needs from the system around the stacks: loss
+//! injection with nftables, a second namespace joined by a veth pair, NIC
+//! offload switches, and CPU/memory accounting of threads and the process.
+//!
+//! Everything here acts only inside network namespaces the benchmark made.
+
+use crate::netns;
+use std::io::{self, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Drop `percent`% of the packets in each direction on device `dev`
+/// (kernel side), with nftables `numgen random mod 100 < N drop` rules in
+/// the prerouting (device → kernel) and postrouting (kernel → device) hooks
+/// of the calling thread's namespace. The same rules serve every system.
+pub fn install_loss(dev: &str, percent: u32) -> io::Result<()> {
+    if percent == 0 {
+        return Ok(());
+    }
+    if percent >= 100 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("loss {percent}%: must be below 100"),
+        ));
+    }
+    let rules = format!(
+        "table inet tsbench_loss {{\n\
+           chain rx {{ type filter hook prerouting priority -300; policy accept; iifname \"{dev}\" numgen random mod 100 < {percent} drop; }}\n\
+           chain tx {{ type filter hook postrouting priority 300; policy accept; oifname \"{dev}\" numgen random mod 100 < {percent} drop; }}\n\
+         }}\n"
+    );
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run `nft`: {e} (scripts/install-deps.sh installs nftables)"),
+            )
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(rules.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "nft rejected the loss rules ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// True if `ethtool` can be run (needed to switch veth offloads off).
+pub fn have_ethtool() -> bool {
+    Command::new("ethtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Switch the segmentation/checksum offloads of `dev` on or off.
+pub fn set_offloads(dev: &str, on: bool) -> io::Result<()> {
+    let v = if on { "on" } else { "off" };
+    netns::run(
+        "ethtool",
+        &[
+            "-K", dev, "tso", v, "gso", v, "gro", v, "tx", v, "rx", v, "sg", v,
+        ],
+    )
+    .map(|_| ())
+}
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Kernel thread ids of this process whose name (comm) is `name`.
+pub fn threads_named(name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name) {
+            out.push(tid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Kernel thread ids of this process named `name` that live in the calling
+/// thread's network namespace (in a namespace made for one measurement,
+/// those are that measurement's threads only).
+pub fn threads_named_here(name: &str) -> Vec<i32> {
+    let Ok(mine) = std::fs::read_link("/proc/thread-self/ns/net") else {
+        return Vec::new();
+    };
+    threads_named(name)
+        .into_iter()
+        .filter(|t| {
+            std::fs::read_link(format!("/proc/self/task/{t}/ns/net")).is_ok_and(|ns| ns == mine)
+        })
+        .collect()
+}
+
+/// CPU time thread `tid` of this process has used (from schedstat, ns
+/// resolution; falls back to utime+stime ticks from stat).
+pub fn thread_cpu(tid: i32) -> Option<Duration> {
+    let base = format!("/proc/self/task/{tid}");
+    if let Ok(s) = std::fs::read_to_string(format!("{base}/schedstat")) {
+        if let Some(ns) = s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            return Some(Duration::from_nanos(ns));
+        }
+    }
+    let s = std::fs::read_to_string(format!("{base}/stat")).ok()?;
+    stat_cpu(&s)
+}
+
+/// utime + stime from a /proc stat line, as a duration.
+fn stat_cpu(stat: &str) -> Option<Duration> {
+    // The command name (field 2) may contain spaces; fields after ")" are fixed.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime 15.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// CPU time the calling thread has used.
+pub fn own_thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Resident set size of this process in bytes (from /proc/self/statm).
+pub fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    pages * page
+}
+
+/// Raise the soft open-file limit to the hard limit (idle-connection runs
+/// hold one kernel socket per connection); returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit to fill / read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+    r.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_reads_utime_and_stime_after_a_name_with_spaces() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        let line = "42 (a b) S 1 1 1 0 -1 0 0 0 0 0 300 200 0 0";
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert_eq!(
+            stat_cpu(line),
+            Some(Duration::from_nanos(500 * 1_000_000_000 / hz))
+        );
+        assert_eq!(stat_cpu("garbage"), None);
+    }
+
+    #[test]
+    fn own_thread_cpu_grows_with_work() {
+        let a = own_thread_cpu();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(own_thread_cpu() > a);
+    }
+
+    #[test]
+    fn install_loss_refuses_100_percent() {
+        assert!(install_loss("x", 100).is_err());
+        assert!(install_loss("x", 0).is_ok());
+    }
+}

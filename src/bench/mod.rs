@@ -1,0 +1,771 @@
+//! `tunstack bench`: throughput, latency, connection rate, loss goodput, CPU
+//! and memory of tunstack, side by side with smoltcp and with the kernel's
+//! own TCP over veth, measured in one run inside namespaces made here.
+//!
+//! Each measurement is a library function returning a small result struct
+//! ([`tunstack::bulk`], [`smol::bulk`], [`kernel::veth_bulk`],
+//! [`tunstack::latency`], [`tunstack::conn_rate`], [`tunstack::idle_memory`]);
+//! [`run`] calls them all and [`Report`] prints the table and the JSON.
+//!
+//! Loss is injected the same way for every system: nftables rules
+//! `numgen random mod 100 < N drop` on the kernel side of the device (TUN or
+//! veth), in both directions.
+
+pub mod common;
+pub mod env;
+pub mod kernel;
+#[cfg(feature = "smoltcp-bench")]
+pub mod smol;
+pub mod tunstack;
+
+pub use common::{Bulk, BulkParams, ConnRate, Dir, IdleMemory, Latency};
+
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// How much to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Bytes per clean bulk transfer.
+    pub volume: u64,
+    /// Upper bound on one clean bulk transfer.
+    pub max_time: Duration,
+    /// Runs per clean bulk figure (the median is reported).
+    pub reps: usize,
+    /// Duration of each lossy transfer (goodput = bytes delivered / time).
+    pub loss_time: Duration,
+    /// Ping-pong rounds for the latency figure.
+    pub latency_rounds: usize,
+    /// Connections and time bound for the connection-rate figure.
+    pub conn_count: u64,
+    pub conn_time: Duration,
+    /// Idle connections held for the memory figure.
+    pub idle_conns: u64,
+}
+
+impl BenchOptions {
+    /// The full run: 1 GB transfers, median of 3.
+    pub fn full() -> BenchOptions {
+        BenchOptions {
+            volume: 1_000_000_000,
+            max_time: Duration::from_secs(20),
+            reps: 3,
+            loss_time: Duration::from_secs(8),
+            latency_rounds: 20_000,
+            conn_count: 50_000,
+            conn_time: Duration::from_secs(3),
+            idle_conns: 10_000,
+        }
+    }
+
+    /// `--quick`: under a minute, for CI.
+    pub fn quick() -> BenchOptions {
+        BenchOptions {
+            volume: 100_000_000,
+            max_time: Duration::from_secs(4),
+            reps: 1,
+            loss_time: Duration::from_secs(2),
+            latency_rounds: 2_000,
+            conn_count: 5_000,
+            conn_time: Duration::from_secs(1),
+            idle_conns: 1_000,
+        }
+    }
+}
+
+/// Goodput of one system in both directions.
+#[derive(Clone, Debug, Default)]
+pub struct Pair {
+    pub s2k: Option<Result<Bulk, String>>,
+    pub k2s: Option<Result<Bulk, String>>,
+}
+
+impl Pair {
+    fn get(&self, d: Dir) -> Option<&Result<Bulk, String>> {
+        match d {
+            Dir::StackToKernel => self.s2k.as_ref(),
+            Dir::KernelToStack => self.k2s.as_ref(),
+        }
+    }
+    fn set(&mut self, d: Dir, r: Result<Bulk, String>) {
+        match d {
+            Dir::StackToKernel => self.s2k = Some(r),
+            Dir::KernelToStack => self.k2s = Some(r),
+        }
+    }
+    fn gbps(&self, d: Dir) -> Option<f64> {
+        self.get(d)?.as_ref().ok().map(Bulk::gbps)
+    }
+}
+
+/// Everything one run measured (a failed measurement keeps its error).
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub quick: bool,
+    pub options: Option<BenchOptions>,
+    pub tunstack_1500: Pair,
+    pub smoltcp_1500: Pair,
+    pub tunstack_65000: Pair,
+    pub smoltcp_65000: Pair,
+    pub tunstack_loss1: Pair,
+    pub smoltcp_loss1: Pair,
+    pub tunstack_loss5: Pair,
+    pub smoltcp_loss5: Pair,
+    pub veth_off: Option<Result<Bulk, String>>,
+    pub veth_on: Option<Result<Bulk, String>>,
+    pub veth_off_loss1: Option<Result<Bulk, String>>,
+    pub veth_off_loss5: Option<Result<Bulk, String>>,
+    pub latency: Option<Result<Latency, String>>,
+    pub conn_rate: Option<Result<ConnRate, String>>,
+    pub idle: Option<Result<IdleMemory, String>>,
+    pub seconds: f64,
+}
+
+/// Prints progress lines on stderr: `[i/n] what ... result (time)`.
+struct Progress {
+    i: usize,
+    n: usize,
+    start: Instant,
+}
+
+impl Progress {
+    fn step<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce() -> io::Result<T>,
+        show: impl Fn(&T) -> String,
+    ) -> Result<T, String> {
+        self.i += 1;
+        eprint!("[{:>2}/{}] {what} ... ", self.i, self.n);
+        let t = Instant::now();
+        let r = f().map_err(|e| e.to_string());
+        match &r {
+            Ok(v) => eprintln!(
+                "{} ({:.1} s, {:.0} s total)",
+                show(v),
+                t.elapsed().as_secs_f64(),
+                self.start.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("FAILED: {e}"),
+        }
+        r
+    }
+}
+
+fn show_bulk(b: &Bulk) -> String {
+    format!(
+        "{:.2} Gbit/s ({} MB in {:.2} s)",
+        b.gbps(),
+        b.bytes / 1_000_000,
+        b.secs
+    )
+}
+
+/// Run every measurement once (clean bulk figures: median of `reps`).
+pub fn run(o: &BenchOptions, quick: bool) -> Report {
+    let mut r = Report {
+        quick,
+        options: Some(*o),
+        ..Report::default()
+    };
+    let smol = cfg!(feature = "smoltcp-bench");
+    let n = 4 * 2 * if smol { 2 } else { 1 } + 4 + 3;
+    let mut pg = Progress {
+        i: 0,
+        n,
+        start: Instant::now(),
+    };
+    let dirs = [Dir::StackToKernel, Dir::KernelToStack];
+    let clean = |mtu, dir| BulkParams {
+        mtu,
+        dir,
+        loss_percent: 0,
+        volume: o.volume,
+        max_time: o.max_time,
+    };
+    let lossy = |loss_percent, dir| BulkParams {
+        mtu: 1500,
+        dir,
+        loss_percent,
+        volume: u64::MAX,
+        max_time: o.loss_time,
+    };
+    for (mtu, ts, sm) in [
+        (1500, &mut r.tunstack_1500, &mut r.smoltcp_1500),
+        (65000, &mut r.tunstack_65000, &mut r.smoltcp_65000),
+    ] {
+        for d in dirs {
+            let p = clean(mtu, d);
+            ts.set(
+                d,
+                pg.step(
+                    &format!("tunstack TUN MTU {mtu} {}", d.label()),
+                    || common::median_bulk(o.reps, || tunstack::bulk(p)),
+                    show_bulk,
+                ),
+            );
+            #[cfg(feature = "smoltcp-bench")]
+            sm.set(
+                d,
+                pg.step(
+                    &format!("smoltcp  TUN MTU {mtu} {}", d.label()),
+                    || common::median_bulk(o.reps, || smol::bulk(p)),
+                    show_bulk,
+                ),
+            );
+            #[cfg(not(feature = "smoltcp-bench"))]
+            let _ = &sm;
+        }
+    }
+    for (loss, ts, sm) in [
+        (1, &mut r.tunstack_loss1, &mut r.smoltcp_loss1),
+        (5, &mut r.tunstack_loss5, &mut r.smoltcp_loss5),
+    ] {
+        for d in dirs {
+            let p = lossy(loss, d);
+            ts.set(
+                d,
+                pg.step(
+                    &format!("tunstack MTU 1500 {loss}% loss {}", d.label()),
+                    || tunstack::bulk(p),
+                    show_bulk,
+                ),
+            );
+            #[cfg(feature = "smoltcp-bench")]
+            sm.set(
+                d,
+                pg.step(
+                    &format!("smoltcp  MTU 1500 {loss}% loss {}", d.label()),
+                    || smol::bulk(p),
+                    show_bulk,
+                ),
+            );
+            #[cfg(not(feature = "smoltcp-bench"))]
+            let _ = &sm;
+        }
+    }
+    let veth = |offloads, loss_percent: u32| kernel::VethParams {
+        offloads,
+        loss_percent,
+        volume: if loss_percent > 0 { u64::MAX } else { o.volume },
+        max_time: if loss_percent > 0 {
+            o.loss_time
+        } else {
+            o.max_time
+        },
+    };
+    r.veth_off = Some(pg.step(
+        "kernel TCP over veth, offloads off",
+        || common::median_bulk(o.reps, || kernel::veth_bulk(veth(false, 0))),
+        show_bulk,
+    ));
+    r.veth_on = Some(pg.step(
+        "kernel TCP over veth, offloads on",
+        || common::median_bulk(o.reps, || kernel::veth_bulk(veth(true, 0))),
+        show_bulk,
+    ));
+    r.veth_off_loss1 = Some(pg.step(
+        "kernel TCP over veth, offloads off, 1% loss",
+        || kernel::veth_bulk(veth(false, 1)),
+        show_bulk,
+    ));
+    r.veth_off_loss5 = Some(pg.step(
+        "kernel TCP over veth, offloads off, 5% loss",
+        || kernel::veth_bulk(veth(false, 5)),
+        show_bulk,
+    ));
+    r.latency = Some(pg.step(
+        "tunstack 64-byte ping-pong latency",
+        || tunstack::latency(o.latency_rounds, 64),
+        |l| format!("p50 {:.1} µs, p99 {:.1} µs", l.p50_us, l.p99_us),
+    ));
+    r.conn_rate = Some(pg.step(
+        "tunstack new connections per second",
+        || tunstack::conn_rate(o.conn_count, o.conn_time),
+        |c| format!("{:.0}/s ({} in {:.2} s)", c.per_sec(), c.conns, c.secs),
+    ));
+    r.idle = Some(pg.step(
+        &format!("tunstack memory per idle connection ({})", o.idle_conns),
+        || tunstack::idle_memory(o.idle_conns),
+        |m| format!("{:.0} bytes/connection", m.bytes_per_conn()),
+    ));
+    r.seconds = pg.start.elapsed().as_secs_f64();
+    r
+}
+
+/// What `tunstack bench [--quick] [--json FILE]` does: check for root, run
+/// everything (progress on stderr), print the table on stdout, write JSON.
+/// Fails if any measurement failed (after printing what did not).
+pub fn cli(quick: bool, json: Option<&std::path::Path>) -> Result<(), String> {
+    if !crate::netns::is_root() {
+        return Err(
+            "bench needs root: it creates network namespaces, TUN and veth devices and nftables rules (run it with sudo)"
+                .into(),
+        );
+    }
+    let o = if quick {
+        BenchOptions::quick()
+    } else {
+        BenchOptions::full()
+    };
+    let r = run(&o, quick);
+    println!("{}", r.table());
+    eprintln!("bench finished in {:.0} s", r.seconds);
+    if let Some(path) = json {
+        std::fs::write(path, r.json())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let errors = r.errors();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} measurement(s) failed: {}",
+            errors.len(),
+            errors
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+fn fmt_bulk(b: Option<&Result<Bulk, String>>) -> String {
+    match b {
+        None => "-".into(),
+        Some(Ok(b)) => format!("{:.3}", b.gbps()),
+        Some(Err(_)) => "error".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn ok_gbps(b: &Option<Result<Bulk, String>>) -> Option<f64> {
+    b.as_ref()?.as_ref().ok().map(Bulk::gbps)
+}
+
+impl Report {
+    /// The human-readable table (Markdown, so it can go into the README).
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        if let Some(o) = &self.options {
+            let _ = writeln!(
+                t,
+                "tunstack bench{}: clean transfers {} MB (median of {}), lossy transfers {} s, loss = nftables `numgen random mod 100 < N drop` both ways on the kernel side of the device\n",
+                if self.quick { " --quick" } else { "" },
+                o.volume / 1_000_000,
+                o.reps,
+                o.loss_time.as_secs()
+            );
+        }
+        let _ = writeln!(
+            t,
+            "| bulk TCP goodput, Gbit/s | stack → kernel | kernel → stack |"
+        );
+        let _ = writeln!(t, "| --- | ---: | ---: |");
+        let row = |t: &mut String, name: &str, p: &Pair| {
+            let _ = writeln!(
+                t,
+                "| {name} | {} | {} |",
+                fmt_bulk(p.s2k.as_ref()),
+                fmt_bulk(p.k2s.as_ref())
+            );
+        };
+        let ratio_row = |t: &mut String, name: &str, a: &Pair, b: &Pair| {
+            let _ = writeln!(
+                t,
+                "| {name} | {} | {} |",
+                ratio(a.gbps(Dir::StackToKernel), b.gbps(Dir::StackToKernel)),
+                ratio(a.gbps(Dir::KernelToStack), b.gbps(Dir::KernelToStack))
+            );
+        };
+        for (label, ts, sm) in [
+            ("TUN MTU 1500", &self.tunstack_1500, &self.smoltcp_1500),
+            ("TUN MTU 65000", &self.tunstack_65000, &self.smoltcp_65000),
+            (
+                "MTU 1500, 1% loss each way",
+                &self.tunstack_loss1,
+                &self.smoltcp_loss1,
+            ),
+            (
+                "MTU 1500, 5% loss each way",
+                &self.tunstack_loss5,
+                &self.smoltcp_loss5,
+            ),
+        ] {
+            row(&mut t, &format!("tunstack, {label}"), ts);
+            row(&mut t, &format!("smoltcp, {label}"), sm);
+            ratio_row(&mut t, "  tunstack / smoltcp", ts, sm);
+        }
+        for (name, b) in [
+            ("kernel TCP over veth, offloads off", &self.veth_off),
+            ("kernel TCP over veth, offloads on", &self.veth_on),
+            (
+                "kernel TCP over veth, offloads off, 1% loss each way",
+                &self.veth_off_loss1,
+            ),
+            (
+                "kernel TCP over veth, offloads off, 5% loss each way",
+                &self.veth_off_loss5,
+            ),
+        ] {
+            let v = fmt_bulk(b.as_ref());
+            let _ = writeln!(t, "| {name} | {v} | {v} |");
+        }
+        let vs = |t: &mut String, name: &str, p: &Pair, k: &Option<Result<Bulk, String>>| {
+            let k = ok_gbps(k);
+            let _ = writeln!(
+                t,
+                "| {name} | {} | {} |",
+                ratio(p.gbps(Dir::StackToKernel), k),
+                ratio(p.gbps(Dir::KernelToStack), k)
+            );
+        };
+        vs(
+            &mut t,
+            "  tunstack MTU 1500 / veth offloads off",
+            &self.tunstack_1500,
+            &self.veth_off,
+        );
+        vs(
+            &mut t,
+            "  tunstack MTU 65000 / veth offloads on",
+            &self.tunstack_65000,
+            &self.veth_on,
+        );
+        vs(
+            &mut t,
+            "  tunstack 1% loss / veth 1% loss",
+            &self.tunstack_loss1,
+            &self.veth_off_loss1,
+        );
+        vs(
+            &mut t,
+            "  tunstack 5% loss / veth 5% loss",
+            &self.tunstack_loss5,
+            &self.veth_off_loss5,
+        );
+
+        let _ = writeln!(t, "\n| other | figure |");
+        let _ = writeln!(t, "| --- | ---: |");
+        let cpu = |p: &Pair, d: Dir| -> String {
+            match p.get(d) {
+                Some(Ok(b)) => b
+                    .cpu_secs_per_gb()
+                    .map_or("-".into(), |c| format!("{c:.2}")),
+                _ => "-".into(),
+            }
+        };
+        for (name, p) in [
+            ("tunstack", &self.tunstack_1500),
+            ("smoltcp", &self.smoltcp_1500),
+            ("tunstack MTU 65000", &self.tunstack_65000),
+            ("smoltcp MTU 65000", &self.smoltcp_65000),
+        ] {
+            let _ = writeln!(
+                t,
+                "| {name} CPU s/GB, stack → kernel / kernel → stack | {} / {} |",
+                cpu(p, Dir::StackToKernel),
+                cpu(p, Dir::KernelToStack)
+            );
+        }
+        match &self.latency {
+            Some(Ok(l)) => {
+                let _ = writeln!(
+                    t,
+                    "| 64-byte ping-pong kernel ↔ tunstack echo, p50 / p99 µs ({} rounds) | {:.1} / {:.1} |",
+                    l.samples, l.p50_us, l.p99_us
+                );
+            }
+            Some(Err(_)) => {
+                let _ = writeln!(t, "| 64-byte ping-pong latency | error |");
+            }
+            None => {}
+        }
+        match &self.conn_rate {
+            Some(Ok(c)) => {
+                let _ = writeln!(
+                    t,
+                    "| new connections/s, kernel → tunstack (connect, 64-byte exchange, close) | {:.0} |",
+                    c.per_sec()
+                );
+            }
+            Some(Err(_)) => {
+                let _ = writeln!(t, "| new connections/s | error |");
+            }
+            None => {}
+        }
+        match &self.idle {
+            Some(Ok(m)) => {
+                let _ = writeln!(
+                    t,
+                    "| memory per idle connection, bytes ({} held at once) | {:.0} |",
+                    m.conns,
+                    m.bytes_per_conn()
+                );
+            }
+            Some(Err(_)) => {
+                let _ = writeln!(t, "| memory per idle connection | error |");
+            }
+            None => {}
+        }
+        let errors = self.errors();
+        if !errors.is_empty() {
+            let _ = writeln!(t, "\nerrors:");
+            for (k, e) in errors {
+                let _ = writeln!(t, "  {k}: {e}");
+            }
+        }
+        t
+    }
+
+    fn bulk_entries(&self) -> Vec<(String, &Option<Result<Bulk, String>>)> {
+        let mut v = Vec::new();
+        for (name, p) in [
+            ("tunstack.mtu1500", &self.tunstack_1500),
+            ("smoltcp.mtu1500", &self.smoltcp_1500),
+            ("tunstack.mtu65000", &self.tunstack_65000),
+            ("smoltcp.mtu65000", &self.smoltcp_65000),
+            ("tunstack.loss1", &self.tunstack_loss1),
+            ("smoltcp.loss1", &self.smoltcp_loss1),
+            ("tunstack.loss5", &self.tunstack_loss5),
+            ("smoltcp.loss5", &self.smoltcp_loss5),
+        ] {
+            v.push((format!("{name}.s2k"), &p.s2k));
+            v.push((format!("{name}.k2s"), &p.k2s));
+        }
+        v.push(("kernel_veth.offloads_off".into(), &self.veth_off));
+        v.push(("kernel_veth.offloads_on".into(), &self.veth_on));
+        v.push((
+            "kernel_veth.offloads_off.loss1".into(),
+            &self.veth_off_loss1,
+        ));
+        v.push((
+            "kernel_veth.offloads_off.loss5".into(),
+            &self.veth_off_loss5,
+        ));
+        v
+    }
+
+    /// Every failed measurement: (key, error).
+    pub fn errors(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .bulk_entries()
+            .into_iter()
+            .filter_map(|(k, b)| match b {
+                Some(Err(e)) => Some((k, e.clone())),
+                _ => None,
+            })
+            .collect();
+        if let Some(Err(e)) = &self.latency {
+            out.push(("latency".into(), e.clone()));
+        }
+        if let Some(Err(e)) = &self.conn_rate {
+            out.push(("conn_rate".into(), e.clone()));
+        }
+        if let Some(Err(e)) = &self.idle {
+            out.push(("idle_memory".into(), e.clone()));
+        }
+        out
+    }
+
+    /// Flat metrics: (key, value, unit). Failed or skipped ones are absent.
+    pub fn metrics(&self) -> Vec<(String, f64, &'static str)> {
+        let mut m = Vec::new();
+        for (k, b) in self.bulk_entries() {
+            if let Some(Ok(b)) = b {
+                m.push((format!("{k}.gbps"), b.gbps(), "Gbit/s"));
+                m.push((format!("{k}.bytes"), b.bytes as f64, "bytes"));
+                m.push((format!("{k}.secs"), b.secs, "s"));
+                if let Some(c) = b.cpu_secs_per_gb() {
+                    m.push((format!("{k}.cpu_secs_per_gb"), c, "s/GB"));
+                }
+            }
+        }
+        let mut ratio_metric = |key: &str, a: Option<f64>, b: Option<f64>| {
+            if let (Some(a), Some(b)) = (a, b) {
+                if b > 0.0 {
+                    m.push((key.to_string(), a / b, "ratio"));
+                }
+            }
+        };
+        for d in [Dir::StackToKernel, Dir::KernelToStack] {
+            let k = d.key();
+            for (name, a, b) in [
+                ("mtu1500", &self.tunstack_1500, &self.smoltcp_1500),
+                ("mtu65000", &self.tunstack_65000, &self.smoltcp_65000),
+                ("loss1", &self.tunstack_loss1, &self.smoltcp_loss1),
+                ("loss5", &self.tunstack_loss5, &self.smoltcp_loss5),
+            ] {
+                ratio_metric(
+                    &format!("ratio.tunstack_over_smoltcp.{name}.{k}"),
+                    a.gbps(d),
+                    b.gbps(d),
+                );
+            }
+            for (name, a, b) in [
+                ("mtu1500_over_veth_off", &self.tunstack_1500, &self.veth_off),
+                ("mtu65000_over_veth_on", &self.tunstack_65000, &self.veth_on),
+                (
+                    "loss1_over_veth_loss1",
+                    &self.tunstack_loss1,
+                    &self.veth_off_loss1,
+                ),
+                (
+                    "loss5_over_veth_loss5",
+                    &self.tunstack_loss5,
+                    &self.veth_off_loss5,
+                ),
+            ] {
+                ratio_metric(&format!("ratio.tunstack.{name}.{k}"), a.gbps(d), ok_gbps(b));
+            }
+        }
+        if let Some(Ok(l)) = &self.latency {
+            m.push(("latency.p50_us".into(), l.p50_us, "µs"));
+            m.push(("latency.p99_us".into(), l.p99_us, "µs"));
+        }
+        if let Some(Ok(c)) = &self.conn_rate {
+            m.push(("conn_rate.per_sec".into(), c.per_sec(), "1/s"));
+        }
+        if let Some(Ok(i)) = &self.idle {
+            m.push(("idle.conns".into(), i.conns as f64, "connections"));
+            m.push(("idle.bytes_per_conn".into(), i.bytes_per_conn(), "bytes"));
+        }
+        m
+    }
+
+    /// The report as JSON: options, metrics (key → value), units, errors,
+    /// and the Markdown table.
+    pub fn json(&self) -> String {
+        let mut j = String::from("{\n");
+        let _ = writeln!(j, "  \"tool\": \"tunstack bench\",");
+        let _ = writeln!(j, "  \"quick\": {},", self.quick);
+        let _ = writeln!(j, "  \"seconds\": {},", json_num(self.seconds));
+        if let Some(o) = &self.options {
+            let _ = writeln!(
+                j,
+                "  \"options\": {{\"volume_bytes\": {}, \"max_time_s\": {}, \"reps\": {}, \"loss_time_s\": {}, \"latency_rounds\": {}, \"idle_conns\": {}}},",
+                o.volume,
+                o.max_time.as_secs_f64(),
+                o.reps,
+                o.loss_time.as_secs_f64(),
+                o.latency_rounds,
+                o.idle_conns
+            );
+        }
+        let metrics = self.metrics();
+        j.push_str("  \"metrics\": {");
+        for (i, (k, v, _)) in metrics.iter().enumerate() {
+            let _ = write!(
+                j,
+                "{}\n    {}: {}",
+                if i > 0 { "," } else { "" },
+                json_str(k),
+                json_num(*v)
+            );
+        }
+        j.push_str("\n  },\n  \"units\": {");
+        for (i, (k, _, u)) in metrics.iter().enumerate() {
+            let _ = write!(
+                j,
+                "{}\n    {}: {}",
+                if i > 0 { "," } else { "" },
+                json_str(k),
+                json_str(u)
+            );
+        }
+        j.push_str("\n  },\n  \"errors\": {");
+        for (i, (k, e)) in self.errors().iter().enumerate() {
+            let _ = write!(
+                j,
+                "{}\n    {}: {}",
+                if i > 0 { "," } else { "" },
+                json_str(k),
+                json_str(e)
+            );
+        }
+        let _ = write!(j, "\n  }},\n  \"table\": {}\n}}\n", json_str(&self.table()));
+        j
+    }
+}
+
+fn json_num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_quotes_newlines_and_controls() {
+        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(json_num(f64::NAN), "null");
+        assert_eq!(json_num(1.5), "1.5");
+    }
+
+    #[test]
+    fn ratios_and_metrics_come_from_the_same_run() {
+        let b = |bytes| {
+            Ok(Bulk {
+                bytes,
+                secs: 1.0,
+                cpu_secs: Some(0.5),
+            })
+        };
+        let r = Report {
+            tunstack_1500: Pair {
+                s2k: Some(b(3_000_000_000)),
+                k2s: Some(Err("boom".into())),
+            },
+            smoltcp_1500: Pair {
+                s2k: Some(b(1_000_000_000)),
+                k2s: Some(b(1_000_000_000)),
+            },
+            ..Report::default()
+        };
+        let m = r.metrics();
+        let get = |k: &str| m.iter().find(|(n, _, _)| n == k).map(|x| x.1);
+        assert_eq!(get("ratio.tunstack_over_smoltcp.mtu1500.s2k"), Some(3.0));
+        assert_eq!(get("ratio.tunstack_over_smoltcp.mtu1500.k2s"), None);
+        assert_eq!(get("tunstack.mtu1500.s2k.gbps"), Some(24.0));
+        assert!(r.table().contains("3.00×"));
+        assert_eq!(
+            r.errors(),
+            vec![("tunstack.mtu1500.k2s".into(), "boom".into())]
+        );
+        assert!(r.json().contains("\"tunstack.mtu1500.k2s\": \"boom\""));
+    }
+}

@@ -1,0 +1,208 @@
+//! The same bulk transfers through smoltcp, driven the way smoltcp's own
+//! `examples/benchmark.rs` drives it: a `TunTapInterface` in IP medium, one
+//! TCP socket listening for the kernel's client, and a loop of
+//! `iface.poll` → move data → `phy::wait` until `poll_at`. It runs on its
+//! own TUN device in its own namespace, loss injected by the same nftables
+//! rules as for tunstack.
+
+use super::common::*;
+use super::env;
+use crate::netns::{self, Ipv4Cidr};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{wait as phy_wait, Medium, TunTapInterface};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use std::io;
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream as KernelStream};
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+pub const TUN: &str = "tsbsmol0";
+const KERNEL: Ipv4Addr = Ipv4Addr::new(198, 19, 2, 1);
+const STACK: Ipv4Addr = Ipv4Addr::new(198, 19, 2, 2);
+const PORT: u16 = 5001;
+const TICK: Duration = Duration::from_millis(100);
+
+/// smoltcp's socket buffers for the benchmark (rx and tx each). smoltcp
+/// scales its window (RFC 7323) to any buffer size; 1 MiB is what the
+/// reference figures in issue 6 used, and larger buffers did not help.
+pub const BUFFER: usize = 1 << 20;
+
+/// What the smoltcp thread reports: the receiver's (bytes, secs) when smoltcp
+/// received, and the CPU its poll thread used over the transfer.
+struct PollResult {
+    received: Option<(u64, f64)>,
+    cpu: Duration,
+}
+
+fn poll_loop(
+    p: BulkParams,
+    stop: &AtomicBool,
+    ready_tx: mpsc::Sender<io::Result<()>>,
+    done_tx: mpsc::Sender<()>,
+    seed: u64,
+) -> io::Result<PollResult> {
+    // The device is not Send: open it on the thread that polls it.
+    let mut device = match TunTapInterface::new(TUN, Medium::Ip) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = ready_tx.send(Err(io::Error::new(
+                e.kind(),
+                format!("smoltcp cannot open {TUN}: {e}"),
+            )));
+            return Err(e);
+        }
+    };
+    let fd = device.as_raw_fd();
+    let socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+    );
+    let mut config = Config::new(HardwareAddress::Ip);
+    config.random_seed = seed;
+    let mut iface = Interface::new(config, &mut device, SmolInstant::now());
+    iface.update_ip_addrs(|a| {
+        let o = STACK.octets();
+        a.push(IpCidr::new(IpAddress::v4(o[0], o[1], o[2], o[3]), 24))
+            .expect("one address fits");
+    });
+    let mut sockets = SocketSet::new(vec![]);
+    let h = sockets.add(socket);
+    // Listen before the kernel's client may connect.
+    sockets
+        .get_mut::<tcp::Socket>(h)
+        .listen(PORT)
+        .map_err(|e| io::Error::other(format!("smoltcp listen: {e}")))?;
+    let _ = ready_tx.send(Ok(()));
+    let default_timeout = Some(SmolDuration::from_millis(100));
+
+    let mut started: Option<(Instant, Duration)> = None;
+    let mut got = 0u64;
+    let mut received = None;
+    let mut cpu = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        let timestamp = SmolInstant::now();
+        iface.poll(timestamp, &mut device, &mut sockets);
+
+        let socket = sockets.get_mut::<tcp::Socket>(h);
+        if !socket.is_open() && started.is_none() {
+            socket
+                .listen(PORT)
+                .map_err(|e| io::Error::other(format!("smoltcp listen: {e}")))?;
+        }
+        if started.is_none() && socket.may_recv() {
+            started = Some((Instant::now(), env::own_thread_cpu()));
+        }
+        match p.dir {
+            Dir::StackToKernel => {
+                while socket.can_send() {
+                    let n = socket
+                        .send(|b| (b.len(), b.len()))
+                        .map_err(|e| io::Error::other(format!("smoltcp send: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            Dir::KernelToStack if received.is_none() => {
+                while socket.can_recv() && got < p.volume {
+                    let left = p.volume - got;
+                    let n = socket
+                        .recv(|b| {
+                            let n = b.len().min(left as usize);
+                            (n, n)
+                        })
+                        .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
+                    got += n as u64;
+                }
+                if let Some((t0, c0)) = started {
+                    let el = t0.elapsed();
+                    if got >= p.volume || el >= p.max_time {
+                        received = Some((got, el.as_secs_f64()));
+                        cpu = env::own_thread_cpu() - c0;
+                        let _ = done_tx.send(());
+                    }
+                }
+            }
+            Dir::KernelToStack => {
+                // Done: keep the connection alive without reading until stopped.
+            }
+        }
+
+        match iface.poll_at(timestamp, &sockets) {
+            Some(poll_at) if timestamp < poll_at => {
+                phy_wait(
+                    fd,
+                    Some((poll_at - timestamp).min(SmolDuration::from_millis(100))),
+                )?;
+            }
+            Some(_) => (),
+            None => phy_wait(fd, default_timeout)?,
+        }
+    }
+    if p.dir == Dir::StackToKernel {
+        if let Some((_, c0)) = started {
+            cpu = env::own_thread_cpu() - c0;
+        }
+    }
+    Ok(PollResult { received, cpu })
+}
+
+/// Bulk TCP over TUN between the kernel (client) and smoltcp (server).
+pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
+    netns::in_new_netns(move || -> io::Result<Bulk> {
+        netns::run("ip", &["tuntap", "add", "dev", TUN, "mode", "tun"])?;
+        netns::configure_tun(TUN, Ipv4Cidr::new(KERNEL, 24), p.mtu)?;
+        env::install_loss(TUN, p.loss_percent)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let (done_tx, done_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let seed = crate::rng::Rng::from_os().next_u64();
+        let poller = std::thread::Builder::new()
+            .name("tsbench-smol".into())
+            .spawn(move || poll_loop(p, &stop2, ready_tx, done_tx, seed))?;
+        let r = (|| -> io::Result<Option<(u64, f64)>> {
+            ready_rx
+                .recv()
+                .map_err(|_| io::Error::other("smoltcp thread died"))??;
+            let mut k = KernelStream::connect_timeout(
+                &SocketAddrV4::new(STACK, PORT).into(),
+                Duration::from_secs(10),
+            )?;
+            k.set_read_timeout(Some(TICK))?;
+            k.set_write_timeout(Some(TICK))?;
+            match p.dir {
+                Dir::KernelToStack => {
+                    let mut k2 = k.try_clone()?;
+                    let stop3 = stop.clone();
+                    let writer = std::thread::spawn(move || send_until(&mut k2, &stop3));
+                    let _ = done_rx.recv_timeout(p.max_time + Duration::from_secs(10));
+                    stop.store(true, Ordering::Relaxed);
+                    let _ = k.shutdown(Shutdown::Both);
+                    let _ = writer.join();
+                    Ok(None)
+                }
+                Dir::StackToKernel => Ok(Some(receive_for(&mut k, p.volume, p.max_time)?)),
+            }
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let polled = poller
+            .join()
+            .map_err(|_| io::Error::other("smoltcp thread panicked"))?;
+        let _ = netns::run("ip", &["tuntap", "del", "dev", TUN, "mode", "tun"]);
+        let received = r?;
+        let polled = polled?;
+        let (bytes, secs) = received
+            .or(polled.received)
+            .ok_or_else(|| io::Error::other("smoltcp never received a connection"))?;
+        Ok(Bulk {
+            bytes,
+            secs,
+            cpu_secs: Some(polled.cpu.as_secs_f64()),
+        })
+    })?
+}

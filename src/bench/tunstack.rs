@@ -1,0 +1,281 @@
+//! Measurements of tunstack itself: the kernel's TCP (std::net) on one side
+//! of a TUN device, the stack (runtime handles) on the other, in a fresh
+//! network namespace per measurement.
+
+use super::common::*;
+use super::env;
+use crate::netns;
+use crate::runtime::{TcpListener, TcpStream};
+use crate::up::{self, Up, UpOptions};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddrV4, TcpStream as KernelStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// TUN device name used inside the benchmark's namespaces.
+pub const TUN: &str = "tsbench0";
+const PORT: u16 = 5001;
+/// Socket timeouts: short enough that loops notice their deadlines.
+const TICK: Duration = Duration::from_millis(100);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run `f` in a new namespace with a tunstack on its own TUN device at
+/// `mtu`, `loss_percent`% dropped each way by nftables on the kernel side.
+fn with_stack<T: Send + 'static>(
+    mtu: usize,
+    loss_percent: u32,
+    f: impl FnOnce(&Up) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    netns::in_new_netns(move || {
+        let opts = UpOptions {
+            tun: TUN.into(),
+            mtu,
+            ..UpOptions::default()
+        };
+        let up = up::bring_up(&opts)?;
+        env::install_loss(TUN, loss_percent)?;
+        f(&up)
+    })?
+}
+
+fn stack_addr(up: &Up, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(up.options.addr, port)
+}
+
+fn kernel_connect(addr: SocketAddrV4) -> io::Result<KernelStream> {
+    let s = KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT)
+        .map_err(|e| io::Error::new(e.kind(), format!("kernel connect to {addr}: {e}")))?;
+    s.set_read_timeout(Some(TICK))?;
+    s.set_write_timeout(Some(TICK))?;
+    Ok(s)
+}
+
+/// The stack's event-loop thread (named "tunstack" by the runtime) of the
+/// stack in the calling thread's namespace.
+/// A new thread takes its name a moment after it starts: wait up to 1 s.
+fn loop_thread() -> Option<i32> {
+    let until = Instant::now() + Duration::from_secs(1);
+    loop {
+        if let Some(t) = env::threads_named_here("tunstack").into_iter().max() {
+            return Some(t);
+        }
+        if Instant::now() >= until {
+            log::warn!("bench: cannot find the stack's event-loop thread; CPU not measured");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Bulk TCP over TUN between the kernel and tunstack. The kernel is the
+/// client; the stack's server sends or sinks. Measured at the receiver.
+pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
+    with_stack(p.mtu, p.loss_percent, move |up| {
+        let loop_tid = loop_thread();
+        let listener = TcpListener::bind(&up.net, PORT)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        // The stack side: returns (receiver result if it received, own CPU).
+        let app = std::thread::Builder::new()
+            .name("tsbench-app".into())
+            .spawn(move || -> io::Result<(Option<(u64, f64)>, Duration)> {
+                let (mut s, _) = listener.accept_timeout(Some(CONNECT_TIMEOUT))?;
+                let cpu0 = env::own_thread_cpu();
+                s.set_read_timeout(Some(TICK))?;
+                s.set_write_timeout(Some(TICK))?;
+                let r = match p.dir {
+                    Dir::KernelToStack => Some(receive_for(&mut s, p.volume, p.max_time)?),
+                    Dir::StackToKernel => {
+                        send_until(&mut s, &stop2);
+                        None
+                    }
+                };
+                let cpu = env::own_thread_cpu() - cpu0;
+                drop(s);
+                Ok((r, cpu))
+            })?;
+        let loop_cpu0 = loop_tid.and_then(env::thread_cpu);
+        let mut k = kernel_connect(stack_addr(up, PORT))?;
+        let mut received = None;
+        match p.dir {
+            Dir::KernelToStack => {
+                let mut k2 = k.try_clone()?;
+                let stop3 = stop.clone();
+                let writer = std::thread::spawn(move || send_until(&mut k2, &stop3));
+                // Wait for the stack's receiver, then stop the kernel's writer.
+                while !app.is_finished() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                stop.store(true, Ordering::Relaxed);
+                let _ = k.shutdown(Shutdown::Both);
+                let _ = writer.join();
+            }
+            Dir::StackToKernel => {
+                received = Some(receive_for(&mut k, p.volume, p.max_time)?);
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        let loop_cpu = match (loop_cpu0, loop_tid.and_then(env::thread_cpu)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        drop(k);
+        let (app_received, app_cpu) = app
+            .join()
+            .map_err(|_| io::Error::other("stack-side thread panicked"))??;
+        let (bytes, secs) = received
+            .or(app_received)
+            .ok_or_else(|| io::Error::other("no receiver result"))?;
+        Ok(Bulk {
+            bytes,
+            secs,
+            cpu_secs: loop_cpu.map(|l| (l + app_cpu).as_secs_f64()),
+        })
+    })
+}
+
+/// Echo server on the stack for the latency test: one connection, nodelay.
+fn echo_once(listener: TcpListener) -> io::Result<()> {
+    let (s, _) = listener.accept_timeout(Some(CONNECT_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = (&s).read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        (&s).write_all(&buf[..n])?;
+    }
+}
+
+/// Request/response latency: `rounds` ping-pongs of `size` bytes over one
+/// connection, kernel client ↔ echo server on the stack (both nodelay).
+pub fn latency(rounds: usize, size: usize) -> io::Result<Latency> {
+    with_stack(1500, 0, move |up| {
+        let listener = TcpListener::bind(&up.net, PORT)?;
+        let server = std::thread::spawn(move || echo_once(listener));
+        let mut k = kernel_connect(stack_addr(up, PORT))?;
+        k.set_read_timeout(Some(Duration::from_secs(5)))?;
+        k.set_nodelay(true)?;
+        let msg = vec![0x5au8; size];
+        let mut back = vec![0u8; size];
+        let warmup = (rounds / 10).min(200);
+        let mut rtts = Vec::with_capacity(rounds);
+        for i in 0..rounds + warmup {
+            let t = Instant::now();
+            k.write_all(&msg)?;
+            k.read_exact(&mut back)?;
+            if i >= warmup {
+                rtts.push(t.elapsed());
+            }
+        }
+        drop(k);
+        let _ = server.join();
+        Ok(Latency::from_samples(rtts))
+    })
+}
+
+/// New connections per second: the kernel connects to the stack, sends
+/// 64 bytes, reads them back and closes; repeated `max_conns` times or for
+/// `max_time`. The stack's server handles connections one after another.
+pub fn conn_rate(max_conns: u64, max_time: Duration) -> io::Result<ConnRate> {
+    with_stack(1500, 0, move |up| {
+        // More ports and TIME-WAIT reuse for the kernel client (this namespace only).
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535");
+        let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
+        let listener = TcpListener::bind_with_backlog(&up.net, PORT, 1024)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let server = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept_timeout(Some(TICK)) else {
+                    continue;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.set_nodelay(true);
+                if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
+                    // Wait for the client's FIN, then close our side.
+                    let mut rest = [0u8; 64];
+                    while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            }
+        });
+        let addr = stack_addr(up, PORT);
+        let start = Instant::now();
+        let mut conns = 0u64;
+        let msg = [7u8; 64];
+        let mut back = [0u8; 64];
+        let result = (|| -> io::Result<()> {
+            while conns < max_conns && start.elapsed() < max_time {
+                let mut k = KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
+                k.set_read_timeout(Some(Duration::from_secs(5)))?;
+                k.set_nodelay(true)?;
+                k.write_all(&msg)?;
+                k.read_exact(&mut back)?;
+                drop(k);
+                conns += 1;
+            }
+            Ok(())
+        })();
+        let secs = start.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let _ = server.join();
+        result?;
+        Ok(ConnRate { conns, secs })
+    })
+}
+
+/// Memory per idle connection: the kernel opens `conns` connections to the
+/// stack and leaves them idle; the stack's process RSS growth divided by
+/// the count. (The kernel's own sockets live in kernel memory, not in RSS.)
+pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
+    env::raise_nofile();
+    with_stack(1500, 0, move |up| {
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535");
+        let listener = TcpListener::bind_with_backlog(&up.net, PORT, 4096)?;
+        let addr = stack_addr(up, PORT);
+        // Warm up allocator and tables with a few connections first.
+        let warm: Vec<KernelStream> = (0..16)
+            .map(|_| KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT))
+            .collect::<io::Result<_>>()?;
+        let mut held = Vec::new();
+        for _ in 0..warm.len() {
+            held.push(listener.accept_timeout(Some(CONNECT_TIMEOUT))?.0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let rss0 = env::rss_bytes();
+        let acceptor = std::thread::spawn(move || -> io::Result<Vec<TcpStream>> {
+            let mut v = Vec::with_capacity(conns as usize);
+            while (v.len() as u64) < conns {
+                v.push(listener.accept_timeout(Some(CONNECT_TIMEOUT))?.0);
+            }
+            Ok(v)
+        });
+        let mut kernel = Vec::with_capacity(conns as usize);
+        for _ in 0..conns {
+            kernel.push(KernelStream::connect_timeout(
+                &addr.into(),
+                CONNECT_TIMEOUT,
+            )?);
+        }
+        let accepted = acceptor
+            .join()
+            .map_err(|_| io::Error::other("acceptor panicked"))??;
+        std::thread::sleep(Duration::from_millis(200));
+        let rss1 = env::rss_bytes();
+        let open = up.net.tcp_connections().len() as u64;
+        if open < conns {
+            return Err(io::Error::other(format!(
+                "only {open} of {conns} connections are open on the stack"
+            )));
+        }
+        drop((accepted, kernel, warm, held));
+        Ok(IdleMemory {
+            conns,
+            rss_delta: rss1.saturating_sub(rss0),
+        })
+    })
+}

@@ -1,0 +1,175 @@
+//! The quick benchmark's core pieces, each run small: every measurement must
+//! produce a positive, finite figure. Nothing here is timed against a bar
+//! (figures depend on the machine); these catch a measurement that breaks.
+//! Needs root (namespaces, TUN, veth, nftables); with CI=true a namespace
+//! that cannot be made fails the test instead of skipping it.
+
+use std::time::Duration;
+use tunstack::bench::{self, kernel, tunstack as ts, Bulk, BulkParams, Dir};
+use tunstack::netns;
+
+fn params(mtu: usize, dir: Dir, loss_percent: u32) -> BulkParams {
+    BulkParams {
+        mtu,
+        dir,
+        loss_percent,
+        volume: 20_000_000,
+        max_time: Duration::from_secs(5),
+    }
+}
+
+fn check_bulk(what: &str, b: Bulk) {
+    eprintln!("{what}: {:.3} Gbit/s, {b:?}", b.gbps());
+    assert!(b.bytes > 0, "{what}: no bytes delivered: {b:?}");
+    assert!(b.secs > 0.0 && b.secs.is_finite(), "{what}: {b:?}");
+    assert!(b.gbps() > 0.0 && b.gbps().is_finite(), "{what}: {b:?}");
+}
+
+#[test]
+fn tunstack_bulk_both_directions_and_mtus() {
+    if !netns::require_root("tunstack_bulk_both_directions_and_mtus") {
+        return;
+    }
+    for mtu in [1500, 65000] {
+        for dir in [Dir::StackToKernel, Dir::KernelToStack] {
+            let b = ts::bulk(params(mtu, dir, 0)).expect("tunstack bulk transfer");
+            check_bulk(&format!("tunstack MTU {mtu} {}", dir.label()), b);
+            assert_eq!(b.bytes, 20_000_000, "a clean transfer delivers its volume");
+            let cpu = b.cpu_secs_per_gb().expect("CPU measured");
+            assert!(cpu > 0.0 && cpu.is_finite(), "CPU s/GB {cpu}");
+        }
+    }
+}
+
+#[test]
+fn tunstack_bulk_under_injected_loss() {
+    if !netns::require_root("tunstack_bulk_under_injected_loss") {
+        return;
+    }
+    for dir in [Dir::StackToKernel, Dir::KernelToStack] {
+        let mut p = params(1500, dir, 1);
+        p.volume = 5_000_000;
+        p.max_time = Duration::from_secs(3);
+        check_bulk(
+            &format!("tunstack 1% loss {}", dir.label()),
+            ts::bulk(p).expect("tunstack lossy transfer"),
+        );
+    }
+}
+
+#[cfg(feature = "smoltcp-bench")]
+#[test]
+fn smoltcp_bulk_both_directions() {
+    if !netns::require_root("smoltcp_bulk_both_directions") {
+        return;
+    }
+    for (mtu, loss) in [(1500, 0), (65000, 0), (1500, 1)] {
+        for dir in [Dir::StackToKernel, Dir::KernelToStack] {
+            let mut p = params(mtu, dir, loss);
+            p.max_time = Duration::from_secs(3);
+            let b = bench::smol::bulk(p).expect("smoltcp bulk transfer");
+            check_bulk(
+                &format!("smoltcp MTU {mtu} loss {loss}% {}", dir.label()),
+                b,
+            );
+        }
+    }
+}
+
+#[test]
+fn kernel_over_veth_with_and_without_offloads() {
+    if !netns::require_root("kernel_over_veth_with_and_without_offloads") {
+        return;
+    }
+    let mut settings = vec![(true, 0)];
+    if bench::env::have_ethtool() {
+        settings.extend([(false, 0), (false, 1)]);
+    } else {
+        eprintln!("ethtool missing: only the offloads-on veth figure is checked");
+    }
+    for (offloads, loss_percent) in settings {
+        let b = kernel::veth_bulk(kernel::VethParams {
+            offloads,
+            loss_percent,
+            volume: 50_000_000,
+            max_time: Duration::from_secs(3),
+        })
+        .expect("kernel over veth");
+        check_bulk(&format!("veth offloads {offloads} loss {loss_percent}%"), b);
+    }
+}
+
+#[test]
+fn latency_connection_rate_and_idle_memory() {
+    if !netns::require_root("latency_connection_rate_and_idle_memory") {
+        return;
+    }
+    let l = ts::latency(500, 64).expect("latency");
+    eprintln!("{l:?}");
+    assert_eq!(l.samples, 500);
+    assert!(
+        l.p50_us > 0.0 && l.p50_us.is_finite() && l.p99_us >= l.p50_us,
+        "{l:?}"
+    );
+
+    let c = ts::conn_rate(300, Duration::from_secs(2)).expect("connection rate");
+    eprintln!("{c:?} {:.0}/s", c.per_sec());
+    assert!(
+        c.conns > 0 && c.per_sec() > 0.0 && c.per_sec().is_finite(),
+        "{c:?}"
+    );
+
+    let m = ts::idle_memory(200).expect("idle memory");
+    eprintln!("{m:?} {:.0} bytes/conn", m.bytes_per_conn());
+    assert_eq!(m.conns, 200);
+    assert!(
+        m.bytes_per_conn() > 0.0 && m.bytes_per_conn().is_finite(),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn report_of_a_tiny_run_has_every_core_figure() {
+    if !netns::require_root("report_of_a_tiny_run_has_every_core_figure") {
+        return;
+    }
+    let o = bench::BenchOptions {
+        volume: 10_000_000,
+        max_time: Duration::from_secs(3),
+        reps: 1,
+        loss_time: Duration::from_millis(500),
+        latency_rounds: 200,
+        conn_count: 100,
+        conn_time: Duration::from_millis(500),
+        idle_conns: 100,
+    };
+    let r = bench::run(&o, true);
+    let table = r.table();
+    println!("{table}");
+    let errors: Vec<_> = r
+        .errors()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("kernel_veth.offloads_off") || bench::env::have_ethtool())
+        .collect();
+    assert!(errors.is_empty(), "failed measurements: {errors:?}");
+    let m = r.metrics();
+    for key in [
+        "tunstack.mtu1500.s2k.gbps",
+        "tunstack.mtu1500.k2s.gbps",
+        "tunstack.mtu65000.s2k.gbps",
+        "tunstack.mtu65000.k2s.gbps",
+        "tunstack.mtu1500.s2k.cpu_secs_per_gb",
+        "kernel_veth.offloads_on.gbps",
+        "latency.p50_us",
+        "conn_rate.per_sec",
+        "idle.bytes_per_conn",
+    ] {
+        let v = m
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .unwrap_or_else(|| panic!("{key} missing from {m:?}"))
+            .1;
+        assert!(v > 0.0 && v.is_finite(), "{key} = {v}");
+    }
+    assert!(r.json().contains("\"tunstack.mtu1500.s2k.gbps\""));
+}
