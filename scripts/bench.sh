@@ -16,5 +16,4 @@ if ! command -v ethtool >/dev/null 2>&1; then
   fi
 fi
 cargo build --release --bin tunstack
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)" >&2
 exec target/release/tunstack bench "$@"

@@ -120,6 +120,25 @@ pub struct Report {
     pub conn_rate: Option<Result<ConnRate, String>>,
     pub idle: Option<Result<IdleMemory, String>>,
     pub seconds: f64,
+    /// CPUs, CPU model and kernel of the machine the run was made on.
+    pub machine: String,
+}
+
+/// "N CPUs, MODEL, Linux RELEASE" from /proc and uname.
+pub fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    format!("{cpus} CPUs, {model}, Linux {kernel}")
 }
 
 /// Prints progress lines on stderr: `[i/n] what ... result (time)`.
@@ -167,6 +186,7 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
     let mut r = Report {
         quick,
         options: Some(*o),
+        machine: machine_description(),
         ..Report::default()
     };
     let smol = cfg!(feature = "smoltcp-bench");
@@ -365,6 +385,9 @@ impl Report {
                 o.reps,
                 o.loss_time.as_secs()
             );
+        }
+        if !self.machine.is_empty() {
+            let _ = writeln!(t, "machine: {}\n", self.machine);
         }
         let _ = writeln!(
             t,
@@ -649,6 +672,7 @@ impl Report {
         let _ = writeln!(j, "  \"tool\": \"tunstack bench\",");
         let _ = writeln!(j, "  \"quick\": {},", self.quick);
         let _ = writeln!(j, "  \"seconds\": {},", json_num(self.seconds));
+        let _ = writeln!(j, "  \"machine\": {},", json_str(&self.machine));
         if let Some(o) = &self.options {
             let _ = writeln!(
                 j,
@@ -728,6 +752,13 @@ fn json_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_description_names_cpus_and_kernel() {
+        let m = machine_description();
+        assert!(m.contains(" CPUs, ") && m.contains("Linux "), "{m}");
+        assert!(!m.starts_with("0 CPUs"), "{m}");
+    }
 
     #[test]
     fn json_strings_escape_quotes_newlines_and_controls() {
