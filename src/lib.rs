@@ -19,8 +19,8 @@ pub mod stack;
 pub mod runtime;
 pub mod sim;
 
-pub mod dns;
 pub mod bench;
+pub mod dns;
 pub mod netns;
 pub mod services;
 pub mod up;
