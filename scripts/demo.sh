@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main demo: builds tunstack, brings a stack up on a TUN device inside a
 # private network namespace, and shows the kernel talking to it: ping, TCP
-# echo, UDP echo, a 100 MB transfer into the stack's discard service, and the
-# first packets of the pcap trace. Nothing leaves the namespace; it vanishes
-# when the demo ends.
+# echo, UDP echo, a 100 MB transfer into the stack's discard service, the
+# kernel's curl against the stack's HTTP and HTTPS servers, the stack itself
+# fetching from a server on the kernel side (`tunstack curl`), and the first
+# packets of the pcap trace. Nothing leaves the namespace; it vanishes when
+# the demo ends. At the end it prints the commands to try it yourself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -25,7 +27,7 @@ stack=198.19.0.2
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "tunstack up (in a private network namespace)"
-RUST_LOG=info "$bin" up --pcap "$work/demo.pcap" > "$work/up.log" 2>&1 &
+RUST_LOG=info "$bin" up --state-dir "$work/state" --pcap "$work/demo.pcap" > "$work/up.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q "Ctrl-C stops" "$work/up.log" 2>/dev/null && break; sleep 0.1; done
 cat "$work/up.log"
@@ -52,6 +54,31 @@ exec 4>&-
 step "100 MB from the kernel's TCP into the stack's discard service (port 9)"
 dd if=/dev/zero bs=1M count=100 status=none | (time cat > /dev/tcp/$stack/9) 2>&1 | grep real
 
+step "the kernel's curl fetches http://$stack/ (the status page, from the stack's HTTP server)"
+curl -sS --noproxy '*' --max-time 10 http://$stack/ | head -n 8
+
+step "the kernel's curl fetches https://$stack/ (TLS by the stack, CA from its banner)"
+curl -sS --noproxy '*' --max-time 10 --cacert "$work/state/ca.pem" -w 'HTTP %{http_code}, %{size_download} bytes, TLS verified by ca.pem\n' -o /dev/null https://$stack/
+echo "10 MB over HTTPS, checked by sha256:"
+# The /bytes/N pattern (src/http/mod.rs pattern_byte), computed independently.
+want=$(python3 -c 'import hashlib
+n = 10 * 1024 * 1024
+p = bytes(10 if i % 64 == 63 else 97 + (i // 64 + i % 64) % 26 for i in range(1664))
+print(hashlib.sha256((p * (n // 1664 + 1))[:n]).hexdigest())')
+start=$(date +%s%N)
+got=$(curl -sS --noproxy '*' --max-time 60 --cacert "$work/state/ca.pem" https://$stack/bytes/10485760 | sha256sum | cut -d' ' -f1)
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+echo "  sha256 $got in $ms ms"
+if [ "$got" = "$want" ]; then echo "  matches the /bytes/N pattern"; else echo "  MISMATCH (want $want)"; exit 1; fi
+
+step "the stack as client: tunstack curl (its own stack on tunstack1) fetches from python's http.server"
+mkdir -p "$work/www" && echo "hello from the kernel's web server" > "$work/www/hello.txt"
+python3 -m http.server 8000 --bind 198.19.0.1 --directory "$work/www" >/dev/null 2>&1 &
+py=$!
+for _ in $(seq 50); do (exec 3<>/dev/tcp/198.19.0.1/8000) 2>/dev/null && break; sleep 0.1; done
+"$bin" curl -v http://198.19.0.1:8000/hello.txt 2>&1 | grep -E '^\* (Stack|Through)|hello'
+kill $py
+
 step "stopping (SIGTERM) and the stack's counters"
 kill -TERM $pid; wait $pid || true
 tail -n 2 "$work/up.log"
@@ -60,3 +87,18 @@ ip link show dev tunstack0 >/dev/null 2>&1 && echo "device still present?!" || e
 step "the first packets of the trace (tcpdump -r demo.pcap)"
 tcpdump -n -r "$work/demo.pcap" -c 12 2>/dev/null
 INNER
+
+cat <<EOF
+
+== Try it yourself (as root, or after sudo ./setup-tun.sh for an unprivileged user)
+  # terminal 1: bring the stack up (HTTP on :80, HTTPS on :443; prints its CA path)
+  $bin up --state-dir /tmp/tunstack-state
+  # terminal 2: the kernel talks to the stack
+  curl http://198.19.0.2/
+  curl --cacert /tmp/tunstack-state/ca.pem https://198.19.0.2/
+  curl --cacert /tmp/tunstack-state/ca.pem -o /dev/null -w '%{speed_download} B/s\n' https://198.19.0.2/bytes/10000000
+  openssl s_client -connect 198.19.0.2:443 -CAfile /tmp/tunstack-state/ca.pem -tls1_3 </dev/null
+  # the stack as client (a second stack on tunstack1; with ip_forward=1 it reaches the first)
+  $bin curl -v --cacert /tmp/tunstack-state/ca.pem https://198.19.0.2/status
+  # reach the wider network from the stack: sudo ./setup-tun.sh --nat --tun tunstack1 --peer 198.19.1.1/24
+EOF

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod sim;
 
 pub mod bench;
+pub mod curl;
 pub mod dns;
 pub mod netns;
 pub mod services;

@@ -2,10 +2,20 @@
 //! testing from the kernel side: echo (RFC 862, TCP and UDP port 7),
 //! discard (RFC 863, TCP port 9) and chargen (RFC 864, TCP port 19).
 //! Each connection gets a thread; these are test services, not a web server.
+//!
+//! [`start_http`] adds the HTTP (port 80) and HTTPS (port 443) servers of
+//! [`crate::http::server`], with certificates from a [`CertStore`] in a state
+//! directory (or the user's own) and optional mutual TLS.
 
-use crate::runtime::{Net, TcpListener, TcpStream, UdpSocket};
+use crate::http::server::{Limits, Router, ServerOptions, ServerStats};
+use crate::runtime::{Net, Shared, TcpListener, TcpStream, UdpSocket};
+use crate::tls::{self, CertStore, ServerTls};
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub const ECHO_PORT: u16 = 7;
@@ -122,6 +132,143 @@ pub fn start_standard(net: &Net) -> io::Result<()> {
     spawn_server("chargen", TcpListener::bind(net, CHARGEN_PORT)?, chargen)?;
     spawn_udp_echo(UdpSocket::bind(net, ECHO_PORT)?)?;
     Ok(())
+}
+
+pub const HTTP_PORT: u16 = 80;
+pub const HTTPS_PORT: u16 = 443;
+/// The DNS name the generated server certificate carries besides the address.
+pub const SERVER_NAME: &str = "tunstack.local";
+
+/// How `tunstack up` serves HTTP and HTTPS.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Where the CA and server keys live (created on first start).
+    pub state_dir: PathBuf,
+    /// The user's own certificate chain and key instead of the store's.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Mutual TLS on HTTPS: demand a client certificate signed by a CA in this file.
+    pub client_ca: Option<PathBuf>,
+    /// Serve files from this directory for paths no built-in endpoint takes.
+    pub www: Option<PathBuf>,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub limits: Limits,
+}
+
+impl Default for HttpOptions {
+    fn default() -> HttpOptions {
+        HttpOptions {
+            state_dir: tls::default_state_dir(),
+            cert: None,
+            client_ca: None,
+            www: None,
+            http_port: HTTP_PORT,
+            https_port: HTTPS_PORT,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The running HTTP and HTTPS servers (they stop with the stack).
+pub struct HttpServices {
+    /// The CA that signed the server certificate (`DIR/ca.pem`); `None`
+    /// when the user's own certificate is served.
+    pub ca_path: Option<PathBuf>,
+    /// The certificate store, when the generated certificate is served.
+    pub store: Option<CertStore>,
+    pub http_stats: Arc<ServerStats>,
+    pub https_stats: Arc<ServerStats>,
+}
+
+/// The status page: the stack's counters and its TCP connections, each
+/// described like `ss -ti`, plus the HTTP servers' counters.
+fn status_page(shared: &Shared, http: &ServerStats, https: &ServerStats) -> String {
+    let (addr, stats, conns) = {
+        let g = shared.lock();
+        (g.stack.addr(), g.stack.stats(), g.stack.tcp_connections())
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "tunstack {} on {addr}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "\nhttp:  {}", http.summary());
+    let _ = writeln!(out, "https: {}", https.summary());
+    let _ = writeln!(out, "\nstack counters:\n{stats:#?}");
+    let _ = writeln!(out, "\nTCP connections ({}):", conns.len());
+    for (local, peer, st) in conns {
+        let _ = writeln!(out, "{local} {peer}\n\t{st}");
+    }
+    out
+}
+
+/// Serve HTTP on `opts.http_port` and HTTPS on `opts.https_port` of the
+/// stack, each accept loop on its own thread. Certificates: the user's
+/// (`opts.cert`) or the store in `opts.state_dir`, created on first start
+/// for the stack's address and [`SERVER_NAME`].
+pub fn start_http(net: &Net, opts: &HttpOptions) -> io::Result<HttpServices> {
+    let ctx = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let (chain, key, store) = match &opts.cert {
+        Some((cert, key)) => (tls::load_certs(cert)?, tls::load_private_key(key)?, None),
+        None => {
+            let store =
+                CertStore::load_or_create(&opts.state_dir, IpAddr::V4(net.addr()), SERVER_NAME)
+                    .map_err(ctx(format!("state directory {}", opts.state_dir.display())))?;
+            let s = ServerTls::from_store(&store)?;
+            (s.cert_chain, s.key, Some(store))
+        }
+    };
+    let mut server_tls = ServerTls::new(chain, key);
+    if let Some(ca) = &opts.client_ca {
+        server_tls.client_ca =
+            Some(tls::load_roots(ca).map_err(ctx(format!("--client-ca {}", ca.display())))?);
+    }
+    let tls_config = server_tls.build()?;
+    let http_stats = Arc::new(ServerStats::default());
+    let https_stats = Arc::new(ServerStats::default());
+    let shared = net.shared().clone();
+    let (h, hs) = (http_stats.clone(), https_stats.clone());
+    let mut router = Router::new().status(move || status_page(&shared, &h, &hs));
+    if let Some(dir) = &opts.www {
+        router = router.static_dir(dir.clone());
+    }
+    let router: Arc<dyn crate::http::server::Handler> = Arc::new(router);
+    for (port, tls, stats) in [
+        (opts.http_port, None, http_stats.clone()),
+        (opts.https_port, Some(tls_config), https_stats.clone()),
+    ] {
+        let listener =
+            TcpListener::bind_with_backlog(net, port, 256).map_err(ctx(format!("port {port}")))?;
+        let so = ServerOptions {
+            limits: opts.limits.clone(),
+            tls,
+            stop: Default::default(),
+            stats,
+        };
+        let stop = so.stop.clone();
+        let shared = net.shared().clone();
+        let handler = router.clone();
+        std::thread::Builder::new()
+            .name(format!("http-{port}"))
+            .spawn(move || {
+                // The accept loop retries errors; once the stack has
+                // stopped, make it return instead.
+                let accept = move || {
+                    let r = listener.accept().map(|(s, _)| s);
+                    if r.is_err() && shared.is_stopped() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    r
+                };
+                if let Err(e) = crate::http::server::serve(accept, handler, so) {
+                    log::warn!("http server on port {port} stopped: {e}");
+                }
+            })?;
+    }
+    let ca_path = store.as_ref().map(|s| s.ca_path());
+    Ok(HttpServices {
+        ca_path,
+        store,
+        http_stats,
+        https_stats,
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@ use clap::{Args, Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tunstack::curl::{self, CurlOptions};
 use tunstack::netns::Ipv4Cidr;
+use tunstack::services::HttpOptions;
 use tunstack::up::{self, UpOptions};
 
 #[derive(Parser)]
@@ -51,12 +54,92 @@ impl StackFlags {
     }
 }
 
+/// Stack flags for client subcommands: a short-lived stack of their own,
+/// by default on 198.19.1.0/24 and device tunstack1 so that it works beside
+/// a running `tunstack up`.
+#[derive(Args, Clone, Debug)]
+struct ClientStackFlags {
+    /// TUN device name (created if missing, attached to if it exists).
+    #[arg(long, default_value = curl::DEFAULT_TUN)]
+    tun: String,
+    /// The stack's IPv4 address.
+    #[arg(long, default_value_t = curl::DEFAULT_ADDR)]
+    addr: Ipv4Addr,
+    /// The kernel side's address/prefix; the prefix is the route to the stack.
+    #[arg(long, default_value = curl::DEFAULT_PEER)]
+    peer: Ipv4Cidr,
+    /// MTU of the TUN device (576..=65535).
+    #[arg(long, default_value_t = up::DEFAULT_MTU)]
+    mtu: usize,
+    /// Write every packet to this pcap file (tcpdump -r FILE reads it).
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+}
+
+impl ClientStackFlags {
+    fn options(&self) -> UpOptions {
+        UpOptions {
+            tun: self.tun.clone(),
+            addr: self.addr,
+            peer: self.peer,
+            mtu: self.mtu,
+            pcap: self.pcap.clone(),
+        }
+    }
+}
+
+/// HTTP and HTTPS service flags of `up`.
+#[derive(Args, Clone, Debug)]
+struct HttpFlags {
+    /// Keep the CA and server keys here (CA at DIR/ca.pem) [default: $XDG_STATE_HOME/tunstack, ~/.local/state/tunstack, or /var/lib/tunstack for root].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Serve this certificate chain (PEM) on HTTPS instead of the generated one (needs --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Mutual TLS: HTTPS demands a client certificate signed by a CA in FILE.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Serve files from DIR (paths the built-in endpoints do not take).
+    #[arg(long, value_name = "DIR")]
+    www: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Bring a stack up on a TUN device and serve echo (TCP/UDP 7), discard (9) and chargen (19) until Ctrl-C.
+    /// Bring a stack up on a TUN device and serve HTTP (80), HTTPS (443), echo (TCP/UDP 7), discard (9) and chargen (19) until Ctrl-C.
     Up {
         #[command(flatten)]
         stack: StackFlags,
+        #[command(flatten)]
+        http: HttpFlags,
+    },
+    /// Fetch an http:// or https:// URL with a short-lived stack of its own as the client.
+    Curl {
+        #[command(flatten)]
+        stack: ClientStackFlags,
+        /// Show connection and TLS details on stderr.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Trust the CA certificates in FILE (PEM) instead of Mozilla's roots.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// Write the body to FILE (progress on stderr) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Present this client certificate (PEM) for mutual TLS (needs --key).
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key (PEM) of --cert.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
+        /// Seconds to wait for the connection.
+        #[arg(long, default_value_t = 10)]
+        connect_timeout: u64,
+        url: String,
     },
     /// Measure tunstack beside smoltcp and the kernel (throughput, loss, latency, CPU, memory) in private namespaces; needs root.
     Bench {
@@ -73,8 +156,28 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let r = match cli.command {
-        Command::Up { stack } => cmd_up(&stack),
         Command::Bench { quick, json } => tunstack::bench::cli(quick, json.as_deref()),
+        Command::Up { stack, http } => cmd_up(&stack, &http),
+        Command::Curl {
+            stack,
+            verbose,
+            cacert,
+            output,
+            cert,
+            key,
+            connect_timeout,
+            url,
+        } => cmd_curl(
+            &stack,
+            CurlOptions {
+                url,
+                verbose,
+                cacert,
+                output,
+                cert: cert.zip(key),
+                connect_timeout: std::time::Duration::from_secs(connect_timeout),
+            },
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,7 +188,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn cmd_up(flags: &StackFlags) -> Result<(), String> {
+fn cmd_curl(flags: &ClientStackFlags, opts: CurlOptions) -> Result<(), String> {
+    let stack = flags.options();
+    stack.validate()?;
+    // Check the URL before touching the system.
+    tunstack::http::client::Url::parse(&opts.url).map_err(|e| e.to_string())?;
+    let running = up::bring_up(&stack)
+        .map_err(|e| format!("cannot bring the stack up on {}: {e}", stack.tun))?;
+    if opts.verbose {
+        eprintln!(
+            "* Stack {} on {} ({}), kernel {}, MTU {}",
+            stack.addr,
+            stack.tun,
+            if running.created {
+                "created"
+            } else {
+                "attached"
+            },
+            stack.peer,
+            stack.mtu
+        );
+    }
+    let net = Arc::new(running.net);
+    let stderr: Arc<Mutex<dyn std::io::Write + Send>> = Arc::new(Mutex::new(std::io::stderr()));
+    let r = curl::run(net.clone(), &opts, &mut std::io::stdout().lock(), stderr);
+    // Stop the stack (closing the device removes it if we created it).
+    match Arc::try_unwrap(net) {
+        Ok(net) => {
+            let _ = net.stop();
+        }
+        Err(net) => drop(net),
+    }
+    r.map(|_| ())
+}
+
+fn cmd_up(flags: &StackFlags, http: &HttpFlags) -> Result<(), String> {
     let opts = flags.options();
     opts.validate()?;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -97,6 +234,18 @@ fn cmd_up(flags: &StackFlags) -> Result<(), String> {
         .map_err(|e| format!("cannot bring the stack up on {}: {e}", opts.tun))?;
     tunstack::services::start_standard(&running.net)
         .map_err(|e| format!("cannot start services: {e}"))?;
+    let http_opts = HttpOptions {
+        state_dir: http
+            .state_dir
+            .clone()
+            .unwrap_or_else(tunstack::tls::default_state_dir),
+        cert: http.cert.clone().zip(http.key.clone()),
+        client_ca: http.client_ca.clone(),
+        www: http.www.clone(),
+        ..HttpOptions::default()
+    };
+    let web = tunstack::services::start_http(&running.net, &http_opts)
+        .map_err(|e| format!("cannot start HTTP/HTTPS: {e}"))?;
     let a = opts.addr;
     println!(
         "tunstack up on {} ({}): stack {a}, kernel {}, MTU {}",
@@ -110,6 +259,23 @@ fn cmd_up(flags: &StackFlags) -> Result<(), String> {
         opts.mtu
     );
     println!("  ping       ping {a}");
+    println!("  http       curl http://{a}/   (/status, /bytes/N, /echo)");
+    match &web.ca_path {
+        Some(ca) => {
+            println!("  https      curl --cacert {} https://{a}/", ca.display());
+            println!("  CA         {}", ca.display());
+        }
+        None => println!("  https      https://{a}/ (your certificate)"),
+    }
+    if let Some(ca) = &http_opts.client_ca {
+        println!(
+            "  mTLS       HTTPS demands a client certificate signed by {}",
+            ca.display()
+        );
+    }
+    if let Some(w) = &http_opts.www {
+        println!("  files      {}", w.display());
+    }
     println!("  echo       tcp {a}:7, udp {a}:7");
     println!("  discard    tcp {a}:9");
     println!("  chargen    tcp {a}:19");
