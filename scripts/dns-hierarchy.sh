@@ -6,14 +6,36 @@
 # (unshare --net, tunstack::netns), with lo up. Nothing here reaches the real
 # root servers or any address outside 127.0.0.0/8.
 #
-#   scripts/dns-hierarchy.sh start RUNDIR [--no-unbound]
+# --base A.B.C moves the whole hierarchy from 127.0.0.x to A.B.C.x: the
+# fixtures are copied to RUNDIR/fix with every 127.0.0.x rewritten (zone
+# glue, root hints, servers.txt, Unbound's interface), and the addresses are
+# added as /32s to a dummy device "dnsfix0" (created here). A stack on a TUN
+# device reaches those, while the kernel never routes from a TUN to
+# 127.0.0.0/8. Then root is A.B.C.2, Unbound A.B.C.53, and the root hints
+# file RUNDIR/fix/root.hints.
+#
+#   scripts/dns-hierarchy.sh start RUNDIR [--no-unbound] [--base A.B.C]
 #   scripts/dns-hierarchy.sh stop RUNDIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 fix="$here/tests/dns_fixtures"
 cmd=${1:-}
 run=${2:-}
-[ -n "$cmd" ] && [ -n "$run" ] || { echo "usage: $0 start|stop RUNDIR [--no-unbound]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$run" ] || { echo "usage: $0 start|stop RUNDIR [--no-unbound] [--base A.B.C]" >&2; exit 2; }
+shift 2 || true
+unbound_on=yes
+base=127.0.0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-unbound) unbound_on=no ;;
+    --base) base=${2:?--base needs A.B.C}; shift ;;
+    *) echo "dns-hierarchy: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$base" in
+  *[!0-9.]*|*..*|.*|*.) echo "dns-hierarchy: --base $base: expected A.B.C" >&2; exit 2 ;;
+esac
 
 stop() {
   for pf in "$run"/*.pid; do
@@ -45,6 +67,19 @@ start)
   export PATH="$PATH:/usr/sbin"
   mkdir -p "$run"
   stop
+  if [ "$base" != 127.0.0 ]; then
+    rm -rf "$run/fix"; mkdir -p "$run/fix"
+    for f in "$fix"/*; do
+      sed -e 's|access-control: 127.0.0.0/8 allow|access-control: 0.0.0.0/0 allow|' \
+          -e "s/127\.0\.0\./$base./g" "$f" > "$run/fix/$(basename "$f")"
+    done
+    fix="$run/fix"
+    ip link show dnsfix0 >/dev/null 2>&1 || ip link add dnsfix0 type dummy
+    ip link set dnsfix0 up
+    for t in 2 3 4 5 6 53; do
+      ip -4 addr show | grep -q "inet $base.$t/" || ip addr add "$base.$t/32" dev dnsfix0
+    done
+  fi
   addrs=()
   while read -r addr zones; do
     case "$addr" in ''|\#*) continue ;; esac
@@ -80,12 +115,12 @@ CONF
     addrs+=("$addr")
   done < "$fix/servers.txt"
   for a in "${addrs[@]}"; do wait_port "$a"; done
-  if [ "${3:-}" != --no-unbound ]; then
+  if [ "$unbound_on" = yes ]; then
     sed -e "s|@RUN@|$run|g" -e "s|@FIX@|$fix|g" "$fix/unbound.conf.in" > "$run/unbound.conf"
     unbound -c "$run/unbound.conf"
-    wait_port 127.0.0.53
+    wait_port "$base.53"
   fi
-  echo "dns-hierarchy: up (root 127.0.0.2, unbound 127.0.0.53) in $run"
+  echo "dns-hierarchy: up (root $base.2, unbound $base.53, hints $fix/root.hints) in $run"
   ;;
 stop)
   stop

@@ -24,7 +24,10 @@
 //! ```
 
 pub mod cache;
+pub mod dig;
 pub mod driver;
 pub mod hints;
 pub mod resolver;
+pub mod server;
 pub mod servers;
+pub mod transport;

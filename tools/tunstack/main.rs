@@ -7,6 +7,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use tunstack::curl::{self, CurlOptions};
+use tunstack::dns::dig;
+use tunstack::dns::driver::Resolver;
+use tunstack::dns::hints::RootHints;
+use tunstack::dns::resolver::ResolverConfig;
+use tunstack::dns::server::{self, ServerStats};
+use tunstack::dns::transport::StackTransport;
 use tunstack::netns::Ipv4Cidr;
 use tunstack::services::HttpOptions;
 use tunstack::up::{self, UpOptions};
@@ -108,6 +114,27 @@ struct HttpFlags {
     www: Option<PathBuf>,
 }
 
+/// The stack flags of `up`, with `dig`'s own defaults (its own device and
+/// subnet, so it works beside a running `up` and `curl`).
+#[derive(Args, Clone, Debug)]
+struct DigStackFlags {
+    /// TUN device name (created if missing, attached to if it exists).
+    #[arg(long, default_value = tunstack::dns::dig::DEFAULT_TUN)]
+    tun: String,
+    /// The stack's IPv4 address.
+    #[arg(long, default_value_t = tunstack::dns::dig::DEFAULT_ADDR)]
+    addr: Ipv4Addr,
+    /// The kernel side's address/prefix; the prefix is the route to the stack.
+    #[arg(long, default_value = tunstack::dns::dig::DEFAULT_PEER)]
+    peer: Ipv4Cidr,
+    /// MTU of the TUN device (576..=65535).
+    #[arg(long, default_value_t = up::DEFAULT_MTU)]
+    mtu: usize,
+    /// Write every packet to this pcap file (tcpdump -r FILE reads it).
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Bring a stack up on a TUN device and serve HTTP (80), HTTPS (443), echo (TCP/UDP 7), discard (9) and chargen (19) until Ctrl-C.
@@ -116,6 +143,34 @@ enum Command {
         stack: StackFlags,
         #[command(flatten)]
         http: HttpFlags,
+        /// Also serve recursive DNS on UDP and TCP port 53 of the stack address.
+        #[arg(long)]
+        dns: bool,
+        /// Root hints (named.root format) for --dns; default: the real root servers.
+        #[arg(long, value_name = "FILE", requires = "dns")]
+        root_hints: Option<PathBuf>,
+    },
+    /// Look up a DNS name through a stack of its own (device tunstack2,
+    /// 198.19.2.2 beside kernel 198.19.2.1/24): iteratively from the root
+    /// hints, or ask @SERVER. Output like BIND's dig.
+    Dig {
+        #[command(flatten)]
+        stack: DigStackFlags,
+        /// Server port.
+        #[arg(short = 'p', value_name = "PORT")]
+        port: Option<u16>,
+        /// Record type (also accepted as a positional TYPE).
+        #[arg(short = 't', value_name = "TYPE")]
+        rtype: Option<String>,
+        /// Reverse lookup (PTR) of this address.
+        #[arg(short = 'x', value_name = "ADDR")]
+        reverse: Option<String>,
+        /// Root hints (named.root format); default: the real root servers.
+        #[arg(long, value_name = "FILE")]
+        root_hints: Option<PathBuf>,
+        /// [@SERVER] NAME [TYPE] [+short] [+tcp] [+trace] [+norecurse]
+        #[arg(value_name = "ARGS")]
+        args: Vec<String>,
     },
     /// Fetch an http:// or https:// URL with a short-lived stack of its own as the client.
     Curl {
@@ -157,7 +212,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Bench { quick, json } => tunstack::bench::cli(quick, json.as_deref()),
-        Command::Up { stack, http } => cmd_up(&stack, &http),
+        Command::Up {
+            stack,
+            http,
+            dns,
+            root_hints,
+        } => cmd_up(&stack, &http, dns, root_hints.as_deref()),
+        Command::Dig {
+            stack,
+            port,
+            rtype,
+            reverse,
+            root_hints,
+            args,
+        } => cmd_dig(&stack, port, rtype, reverse, root_hints.as_deref(), args),
         Command::Curl {
             stack,
             verbose,
@@ -222,7 +290,63 @@ fn cmd_curl(flags: &ClientStackFlags, opts: CurlOptions) -> Result<(), String> {
     r.map(|_| ())
 }
 
-fn cmd_up(flags: &StackFlags, http: &HttpFlags) -> Result<(), String> {
+fn load_hints(path: Option<&std::path::Path>) -> Result<(RootHints, String), String> {
+    match path {
+        Some(p) => Ok((RootHints::from_file(p)?, p.display().to_string())),
+        None => Ok((
+            RootHints::builtin(),
+            "built-in (the real root servers)".into(),
+        )),
+    }
+}
+
+fn cmd_dig(
+    flags: &DigStackFlags,
+    port: Option<u16>,
+    rtype: Option<String>,
+    reverse: Option<String>,
+    root_hints: Option<&std::path::Path>,
+    mut args: Vec<String>,
+) -> Result<(), String> {
+    if let Some(p) = port {
+        args.extend(["-p".into(), p.to_string()]);
+    }
+    if let Some(t) = rtype {
+        args.extend(["-t".into(), t]);
+    }
+    if let Some(x) = reverse {
+        args.extend(["-x".into(), x]);
+    }
+    let opts = dig::parse_args(&args)?;
+    let (hints, origin) = load_hints(root_hints)?;
+    let up_opts = UpOptions {
+        tun: flags.tun.clone(),
+        addr: flags.addr,
+        peer: flags.peer,
+        mtu: flags.mtu,
+        pcap: flags.pcap.clone(),
+    };
+    up_opts.validate()?;
+    let running = up::bring_up(&up_opts)
+        .map_err(|e| format!("cannot bring the stack up on {}: {e}", up_opts.tun))?;
+    let out = dig::run(
+        StackTransport::new(&running.net),
+        &opts,
+        hints,
+        &origin,
+        tunstack::rng::Rng::from_os(),
+    )?;
+    print!("{out}");
+    drop(running);
+    Ok(())
+}
+
+fn cmd_up(
+    flags: &StackFlags,
+    http: &HttpFlags,
+    dns: bool,
+    root_hints: Option<&std::path::Path>,
+) -> Result<(), String> {
     let opts = flags.options();
     opts.validate()?;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -279,6 +403,15 @@ fn cmd_up(flags: &StackFlags, http: &HttpFlags) -> Result<(), String> {
     println!("  echo       tcp {a}:7, udp {a}:7");
     println!("  discard    tcp {a}:9");
     println!("  chargen    tcp {a}:19");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let dns_stats = ServerStats::default();
+    let hints = if dns {
+        let (h, origin) = load_hints(root_hints)?;
+        println!("  dns        udp/tcp {a}:53 (recursive, root hints {origin}): dig @{a} NAME");
+        Some(h)
+    } else {
+        None
+    };
     if let Some(p) = &opts.pcap {
         println!("  pcap       {}", p.display());
     }
@@ -290,7 +423,34 @@ fn cmd_up(flags: &StackFlags, http: &HttpFlags) -> Result<(), String> {
             ""
         }
     );
-    let _ = rx.recv();
+    std::thread::scope(|s| {
+        if let Some(h) = hints {
+            let (net, stats, stop) = (&running.net, &dns_stats, &stop);
+            s.spawn(move || {
+                let resolver = Mutex::new(Resolver::new(
+                    h,
+                    ResolverConfig::default(),
+                    StackTransport::new(net),
+                    tunstack::rng::Rng::from_os(),
+                ));
+                if let Err(e) = server::serve(net, 53, &resolver, stats, stop) {
+                    eprintln!("tunstack: dns server: {e}");
+                }
+            });
+        }
+        let _ = rx.recv();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    if dns {
+        let ld = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "dns: {} UDP and {} TCP queries, {} from cache, {} upstream queries",
+            ld(&dns_stats.udp_queries),
+            ld(&dns_stats.tcp_queries),
+            ld(&dns_stats.cache_answers),
+            ld(&dns_stats.upstream_queries)
+        );
+    }
     let stats = running.net.stats();
     println!(
         "stopping: {} packets in, {} out, {} TCP connections opened",

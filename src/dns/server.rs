@@ -1,0 +1,428 @@
+//! A recursive DNS server on the stack: `tunstack up --dns`.
+//!
+//! [`respond`] is the sans-IO core: one request in, one response out (or
+//! nothing), given a function that resolves a question. [`serve`] runs it on
+//! UDP and TCP port 53 of a running [`Net`] with our [`Resolver`] and its
+//! cache behind a mutex (one resolution at a time).
+//!
+//! Rules: RA is set on every response; a request that is not a standard
+//! QUERY gets REFUSED; a request that does not parse (but has a header) or
+//! does not carry exactly one question gets FORMERR; responses (QR set) and
+//! runts are dropped. Over UDP an answer larger than the client's limit (512
+//! bytes, or its EDNS0 payload size up to [`MAX_UDP_PAYLOAD`]) is sent
+//! truncated with TC, without records, so the client retries over TCP.
+
+use super::driver::Resolver;
+use super::resolver::Answer;
+use super::transport::StackTransport;
+use crate::runtime::{Net, TcpListener, TcpStream, UdpSocket};
+use crate::time::Duration;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The largest UDP payload we send, whatever the client advertises.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Counters of a running server.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub udp_queries: AtomicU64,
+    pub tcp_queries: AtomicU64,
+    pub truncated: AtomicU64,
+    pub formerr: AtomicU64,
+    pub refused: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Answers given from the cache without any upstream query.
+    pub cache_answers: AtomicU64,
+    /// Queries our resolver sent upstream (UDP and TCP).
+    pub upstream_queries: AtomicU64,
+}
+
+fn error_response(
+    id: u16,
+    op: OpCode,
+    rd: bool,
+    rcode: ResponseCode,
+    req: Option<&Message>,
+) -> Message {
+    let mut m = Message::new();
+    m.set_id(id)
+        .set_message_type(MessageType::Response)
+        .set_op_code(op)
+        .set_recursion_desired(rd)
+        .set_recursion_available(true)
+        .set_response_code(rcode);
+    if let Some(r) = req {
+        m.add_queries(r.queries().iter().cloned());
+    }
+    m
+}
+
+/// Answer one request. `udp_limit` is `Some` over UDP (the response is
+/// truncated to fit the client's limit); `resolve` is called for a valid
+/// question. `None`: send nothing.
+pub fn respond(
+    req: &[u8],
+    udp: bool,
+    mut resolve: impl FnMut(&Name, RecordType) -> Answer,
+) -> Option<Vec<u8>> {
+    if req.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([req[0], req[1]]);
+    let qr = req[2] & 0x80 != 0;
+    if qr {
+        return None;
+    }
+    let op = OpCode::from_u8((req[2] >> 3) & 0x0f);
+    let rd = req[2] & 0x01 != 0;
+    let msg = match Message::from_vec(req) {
+        Ok(m) => m,
+        Err(_) => {
+            return error_response(id, op, rd, ResponseCode::FormErr, None)
+                .to_vec()
+                .ok();
+        }
+    };
+    if msg.op_code() != OpCode::Query {
+        return error_response(id, op, rd, ResponseCode::Refused, Some(&msg))
+            .to_vec()
+            .ok();
+    }
+    if msg.queries().len() != 1 {
+        return error_response(id, op, rd, ResponseCode::FormErr, Some(&msg))
+            .to_vec()
+            .ok();
+    }
+    let q = &msg.queries()[0];
+    if q.query_class() != DNSClass::IN
+        || matches!(
+            q.query_type(),
+            RecordType::AXFR | RecordType::IXFR | RecordType::ANY
+        )
+    {
+        return error_response(id, op, rd, ResponseCode::Refused, Some(&msg))
+            .to_vec()
+            .ok();
+    }
+    let mut name = q.name().to_lowercase();
+    name.set_fqdn(true);
+    let a = resolve(&name, q.query_type());
+    let mut m = error_response(id, op, rd, a.rcode, Some(&msg));
+    m.add_answers(a.answers.iter().cloned());
+    m.add_name_servers(a.authority.iter().cloned());
+    let limit = match msg.extensions() {
+        Some(e) => {
+            let mut o = Edns::new();
+            o.set_max_payload(MAX_UDP_PAYLOAD);
+            o.set_version(0);
+            m.set_edns(o);
+            e.max_payload().clamp(512, MAX_UDP_PAYLOAD) as usize
+        }
+        None => 512,
+    };
+    let bytes = m.to_vec().ok()?;
+    if udp && bytes.len() > limit {
+        m.take_answers();
+        m.take_name_servers();
+        m.take_additionals();
+        m.set_truncated(true);
+        return m.to_vec().ok();
+    }
+    Some(bytes)
+}
+
+/// Serve recursive DNS on UDP and TCP port `port` of `net` until `stop`.
+/// `resolver` is shared by both (its cache and server table outlive queries).
+pub fn serve(
+    net: &Net,
+    port: u16,
+    resolver: &Mutex<Resolver<StackTransport<'_>>>,
+    stats: &ServerStats,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let udp = UdpSocket::bind(net, port)?;
+    let tcp = TcpListener::bind(net, port)?;
+    let resolve = |name: &Name, rtype: RecordType| -> Answer {
+        let mut r = resolver.lock().unwrap_or_else(|e| e.into_inner());
+        let before = r.transport.queries_sent();
+        let a = r.resolve(name, rtype);
+        let sent = r.transport.queries_sent() - before;
+        stats.upstream_queries.fetch_add(sent, Ordering::Relaxed);
+        if sent == 0 && a.from_cache {
+            stats.cache_answers.fetch_add(1, Ordering::Relaxed);
+        }
+        a
+    };
+    let tick = Duration::from_millis(200);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = udp.set_read_timeout(Some(tick));
+            let mut buf = vec![0u8; 65535];
+            while !stop.load(Ordering::Relaxed) {
+                match udp.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        stats.udp_queries.fetch_add(1, Ordering::Relaxed);
+                        match respond(&buf[..n], true, resolve) {
+                            Some(out) => {
+                                if out.len() > 3 && out[2] & 0x02 != 0 {
+                                    stats.truncated.fetch_add(1, Ordering::Relaxed);
+                                }
+                                count_rcode(stats, &out);
+                                let _ = udp.send_to(&out, from);
+                            }
+                            None => {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        log::warn!("dns server: UDP receive failed: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        while !stop.load(Ordering::Relaxed) {
+            match tcp.accept_timeout(Some(tick)) {
+                Ok((conn, _)) => {
+                    s.spawn(move || {
+                        let _ = serve_tcp(conn, stats, stop, resolve);
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(e) => {
+                    log::warn!("dns server: TCP accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn count_rcode(stats: &ServerStats, out: &[u8]) {
+    match out.get(3).map(|b| b & 0x0f) {
+        Some(1) => stats.formerr.fetch_add(1, Ordering::Relaxed),
+        Some(5) => stats.refused.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+}
+
+/// RFC 7766: length-prefixed messages on one connection until the client
+/// closes it or stays idle for 10 s.
+fn serve_tcp(
+    conn: TcpStream,
+    stats: &ServerStats,
+    stop: &AtomicBool,
+    resolve: impl Fn(&Name, RecordType) -> Answer + Copy,
+) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let _ = conn.set_nodelay(true);
+    let mut c = &conn;
+    while !stop.load(Ordering::Relaxed) {
+        let mut lenb = [0u8; 2];
+        c.read_exact(&mut lenb)?;
+        let mut req = vec![0u8; u16::from_be_bytes(lenb) as usize];
+        c.read_exact(&mut req)?;
+        stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        let Some(out) = respond(&req, false, resolve) else {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        count_rcode(stats, &out);
+        let len = u16::try_from(out.len()).map_err(|_| io::Error::other("answer over 64 KiB"))?;
+        let mut framed = len.to_be_bytes().to_vec();
+        framed.extend_from_slice(&out);
+        c.write_all(&framed)?;
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::rdata::{A, TXT};
+    use hickory_proto::rr::{RData, Record};
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn query(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(0x1234).set_recursion_desired(true);
+        m.add_query(Query::query(n(name), t));
+        if let Some(p) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(p);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn one_a(_: &Name, _: RecordType) -> Answer {
+        Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![Record::from_rdata(
+                n("www.alpha.test."),
+                300,
+                RData::A(A::new(192, 0, 2, 1)),
+            )],
+            authority: vec![],
+            from_cache: false,
+        }
+    }
+
+    fn big(_: &Name, _: RecordType) -> Answer {
+        let s = "x".repeat(200);
+        Answer {
+            rcode: ResponseCode::NoError,
+            answers: (0..10)
+                .map(|_| {
+                    Record::from_rdata(
+                        n("big.alpha.test."),
+                        300,
+                        RData::TXT(TXT::new(vec![s.clone()])),
+                    )
+                })
+                .collect(),
+            authority: vec![],
+            from_cache: false,
+        }
+    }
+
+    #[test]
+    fn answer_has_ra_rd_id_question_and_records() {
+        let out = respond(&query("WWW.alpha.test.", RecordType::A, None), true, one_a).unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.id(), 0x1234);
+        assert!(m.recursion_available() && m.recursion_desired());
+        assert_eq!(m.message_type(), MessageType::Response);
+        assert_eq!(
+            m.queries()[0].name(),
+            &n("WWW.alpha.test."),
+            "question echoed as sent"
+        );
+        assert_eq!(m.answers().len(), 1);
+    }
+
+    #[test]
+    fn resolver_is_asked_the_lowercased_name() {
+        let mut seen = None;
+        respond(
+            &query("WWW.Alpha.TEST.", RecordType::A, None),
+            true,
+            |nm, t| {
+                seen = Some((nm.clone(), t));
+                one_a(nm, t)
+            },
+        );
+        let (nm, t) = seen.unwrap();
+        assert_eq!(nm.to_string(), "www.alpha.test.");
+        assert_eq!(t, RecordType::A);
+    }
+
+    #[test]
+    fn non_query_opcode_is_refused() {
+        let mut m = Message::from_vec(&query("x.test.", RecordType::A, None)).unwrap();
+        m.set_op_code(OpCode::Update);
+        let out = respond(&m.to_vec().unwrap(), true, |_, _| panic!("not resolved")).unwrap();
+        let r = Message::from_vec(&out).unwrap();
+        assert_eq!(r.response_code(), ResponseCode::Refused);
+        assert!(r.recursion_available());
+    }
+
+    #[test]
+    fn malformed_request_gets_formerr_with_its_id() {
+        let mut b = query("x.test.", RecordType::A, None);
+        b.truncate(b.len() - 3);
+        let out = respond(&b, true, |_, _| panic!("not resolved")).unwrap();
+        assert_eq!(&out[..2], &[0x12, 0x34]);
+        assert_eq!(out[3] & 0x0f, 1, "FORMERR");
+        assert!(out[2] & 0x80 != 0, "QR");
+    }
+
+    #[test]
+    fn two_questions_get_formerr() {
+        let mut m = Message::from_vec(&query("x.test.", RecordType::A, None)).unwrap();
+        m.add_query(Query::query(n("y.test."), RecordType::A));
+        let out = respond(&m.to_vec().unwrap(), true, |_, _| panic!("not resolved")).unwrap();
+        assert_eq!(
+            Message::from_vec(&out).unwrap().response_code(),
+            ResponseCode::FormErr
+        );
+    }
+
+    #[test]
+    fn runts_and_responses_are_dropped() {
+        assert!(respond(&[0u8; 11], true, one_a).is_none());
+        let mut b = query("x.test.", RecordType::A, None);
+        b[2] |= 0x80;
+        assert!(respond(&b, true, one_a).is_none());
+    }
+
+    #[test]
+    fn large_udp_answer_is_truncated_with_tc() {
+        let out = respond(&query("big.alpha.test.", RecordType::TXT, None), true, big).unwrap();
+        assert!(out.len() <= 512);
+        let m = Message::from_vec(&out).unwrap();
+        assert!(m.truncated());
+        assert!(m.answers().is_empty());
+        assert_eq!(m.queries().len(), 1);
+    }
+
+    #[test]
+    fn edns_payload_raises_the_udp_limit_up_to_1232() {
+        // About 2.1 kB: above 1232 even with a 4096 advertised payload.
+        let out = respond(
+            &query("big.alpha.test.", RecordType::TXT, Some(4096)),
+            true,
+            big,
+        )
+        .unwrap();
+        assert!(Message::from_vec(&out).unwrap().truncated());
+        let small = respond(
+            &query("www.alpha.test.", RecordType::A, Some(4096)),
+            true,
+            one_a,
+        )
+        .unwrap();
+        let m = Message::from_vec(&small).unwrap();
+        assert!(!m.truncated());
+        assert_eq!(
+            m.extensions().as_ref().unwrap().max_payload(),
+            MAX_UDP_PAYLOAD
+        );
+    }
+
+    #[test]
+    fn tcp_answer_is_never_truncated() {
+        let out = respond(&query("big.alpha.test.", RecordType::TXT, None), false, big).unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert!(!m.truncated());
+        assert_eq!(m.answers().len(), 10);
+    }
+
+    #[test]
+    fn zone_transfer_and_any_are_refused() {
+        for t in [RecordType::AXFR, RecordType::ANY] {
+            let out = respond(&query("alpha.test.", t, None), false, |_, _| {
+                panic!("not resolved")
+            })
+            .unwrap();
+            assert_eq!(
+                Message::from_vec(&out).unwrap().response_code(),
+                ResponseCode::Refused
+            );
+        }
+    }
+}
