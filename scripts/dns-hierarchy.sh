@@ -9,7 +9,8 @@
 # --base A.B.C moves the whole hierarchy from 127.0.0.x to A.B.C.x: the
 # fixtures are copied to RUNDIR/fix with every 127.0.0.x rewritten (zone
 # glue, root hints, servers.txt, Unbound's interface), and the addresses are
-# added as /32s to a dummy device "dnsfix0" (created here). A stack on a TUN
+# added as /32s to a dummy device "dnsfix0" (created here; lo when the kernel
+# has no dummy driver). A stack on a TUN
 # device reaches those, while the kernel never routes from a TUN to
 # 127.0.0.0/8. Then root is A.B.C.2, Unbound A.B.C.53, and the root hints
 # file RUNDIR/fix/root.hints.
@@ -74,10 +75,15 @@ start)
           -e "s/127\.0\.0\./$base./g" "$f" > "$run/fix/$(basename "$f")"
     done
     fix="$run/fix"
-    ip link show dnsfix0 >/dev/null 2>&1 || ip link add dnsfix0 type dummy
-    ip link set dnsfix0 up
+    # A dummy device if the kernel has them, else lo (any address on lo
+    # outside 127.0.0.0/8 is an ordinary local address, reachable from a TUN).
+    dev=dnsfix0
+    if ! ip link show "$dev" >/dev/null 2>&1 && ! ip link add "$dev" type dummy 2>/dev/null; then
+      dev=lo
+    fi
+    ip link set "$dev" up
     for t in 2 3 4 5 6 53; do
-      ip -4 addr show | grep -q "inet $base.$t/" || ip addr add "$base.$t/32" dev dnsfix0
+      ip -4 addr show | grep -q "inet $base.$t/" || ip addr add "$base.$t/32" dev "$dev"
     done
   fi
   addrs=()

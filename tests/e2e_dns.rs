@@ -202,7 +202,7 @@ fn tunstack_dig_through_the_stack_agrees_with_unbound() {
             "{trace}"
         );
         assert!(
-            trace.contains("test.\t3600\tIN\tNS\tns1.nic.test."),
+            trace.contains("test.\t86400\tIN\tNS\tns1.nic.test."),
             "{trace}"
         );
         assert!(

@@ -260,6 +260,47 @@ struct Outstanding {
     deadline: Instant,
 }
 
+/// 0x20 case randomisation makes servers echo our mixed case into owner
+/// names and, through name compression, into names inside rdata (a CNAME
+/// target, an MX exchange). Names compare without case; we cache and serve
+/// them in lowercase, as they are in the zone.
+pub fn lowercase_names(mut msg: Message) -> Message {
+    use hickory_proto::rr::rdata::{CNAME, MX, NS, PTR, SOA, SRV};
+    let fix = |r: &mut Record| {
+        let n = lower(r.name());
+        r.set_name(n);
+        let new = match r.data() {
+            RData::CNAME(c) => Some(RData::CNAME(CNAME(lower(&c.0)))),
+            RData::NS(n) => Some(RData::NS(NS(lower(&n.0)))),
+            RData::PTR(p) => Some(RData::PTR(PTR(lower(&p.0)))),
+            RData::MX(m) => Some(RData::MX(MX::new(m.preference(), lower(m.exchange())))),
+            RData::SRV(v) => Some(RData::SRV(SRV::new(
+                v.priority(),
+                v.weight(),
+                v.port(),
+                lower(v.target()),
+            ))),
+            RData::SOA(o) => Some(RData::SOA(SOA::new(
+                lower(o.mname()),
+                lower(o.rname()),
+                o.serial(),
+                o.refresh(),
+                o.retry(),
+                o.expire(),
+                o.minimum(),
+            ))),
+            _ => None,
+        };
+        if let Some(d) = new {
+            r.set_data(d);
+        }
+    };
+    msg.answers_mut().iter_mut().for_each(fix);
+    msg.name_servers_mut().iter_mut().for_each(fix);
+    msg.additionals_mut().iter_mut().for_each(fix);
+    msg
+}
+
 /// One question being resolved. See the module documentation.
 #[derive(Debug)]
 pub struct Resolution {
@@ -423,6 +464,7 @@ impl Resolution {
             ctx.stats.dropped_wrong_question += 1;
             return;
         }
+        let msg = lowercase_names(msg);
         self.outstanding = None;
         ctx.stats.responses_accepted += 1;
         let rtt = now - out.sent_at;
@@ -1079,6 +1121,30 @@ fn closest_zone(ctx: &mut Context, qname: &Name, now: Instant) -> Zone {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lowercase_names_undoes_0x20_in_owners_and_rdata() {
+        use hickory_proto::rr::rdata::{CNAME, MX};
+        let mut m = Message::new();
+        m.add_answer(Record::from_rdata(
+            Name::from_ascii("mAil.aLPHa.teST.").unwrap(),
+            300,
+            RData::MX(MX::new(10, Name::from_ascii("www.aLPHa.teST.").unwrap())),
+        ));
+        m.add_name_server(Record::from_rdata(
+            Name::from_ascii("cHain.alpha.TEST.").unwrap(),
+            300,
+            RData::CNAME(CNAME(Name::from_ascii("Start.Beta.example.").unwrap())),
+        ));
+        let m = lowercase_names(m);
+        assert_eq!(m.answers()[0].name().to_string(), "mail.alpha.test.");
+        assert_eq!(m.answers()[0].data().to_string(), "10 www.alpha.test.");
+        assert_eq!(m.name_servers()[0].name().to_string(), "chain.alpha.test.");
+        assert_eq!(
+            m.name_servers()[0].data().to_string(),
+            "start.beta.example."
+        );
+    }
+
     use super::*;
     use crate::dns::cache::CacheConfig;
     use crate::dns::servers::ServerConfig;
