@@ -51,7 +51,14 @@ impl StackConfig {
         StackConfig {
             addr,
             mtu: 1500,
-            tcp: TcpConfig::default(),
+            // Offer SACK-permitted: as a receiver we send SACK blocks, so a
+            // peer such as the kernel recovers from several losses per
+            // window at once. (As a sender we do not yet act on the
+            // peer's blocks; RFC 2018 lets a sender ignore them.)
+            tcp: TcpConfig {
+                sack: true,
+                ..TcpConfig::default()
+            },
             ip: Ipv4Config::new(addr),
             udp_rx_limit: 1024 * 1024,
             ephemeral_ports: (49152, 65535),

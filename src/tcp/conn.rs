@@ -127,6 +127,9 @@ pub struct Tcb {
     /// Both SYNs carried window scale (RFC 7323 §2.2).
     ws_ok: bool,
     sack_ok: bool,
+    /// Highest right edge of any SACK block the peer has sent (RFC 6675's
+    /// "SACK blocks the sender has not seen before" for duplicate ACKs).
+    sack_high: Option<SeqNum>,
     ts_ok: bool,
     ts_recent: u32,
 
@@ -234,6 +237,7 @@ impl Tcb {
             last_ooo: None,
             ws_ok: false,
             sack_ok: false,
+            sack_high: None,
             ts_ok: false,
             ts_recent: 0,
             rtx_at: None,
@@ -516,7 +520,8 @@ impl Tcb {
             return;
         }
         let pure = payload.is_empty() && !fin;
-        self.process_ack(now, seq, ack, seg.window, pure);
+        let new_sack = self.note_sack_blocks(&seg.options.sack_blocks);
+        self.process_ack(now, seq, ack, seg.window, pure, new_sack);
         match self.state {
             State::FinWait1 if self.fin_acked() => {
                 self.state = State::FinWait2;
@@ -567,15 +572,50 @@ impl Tcb {
     }
 
     /// ACK processing of the fifth step for an acceptable SEG.ACK.
-    fn process_ack(&mut self, now: Instant, seq: SeqNum, ack: SeqNum, window: u16, pure: bool) {
+    /// Remember the highest SACKed sequence number; true if these blocks
+    /// report data beyond anything SACKed before.
+    fn note_sack_blocks(&mut self, blocks: &[Option<(SeqNum, SeqNum)>; 4]) -> bool {
+        if !self.sack_ok {
+            return false;
+        }
+        let mut new = false;
+        for &(left, right) in blocks.iter().flatten() {
+            // Ignore blocks outside what we sent (RFC 2018 §8: a receiver
+            // may not SACK beyond SND.MAX; such blocks are bogus).
+            if right <= left || left < self.snd_una || right > self.snd_max {
+                continue;
+            }
+            if self.sack_high.is_none_or(|h| right > h) {
+                self.sack_high = Some(right);
+                new = true;
+            }
+        }
+        new
+    }
+
+    fn process_ack(
+        &mut self,
+        now: Instant,
+        seq: SeqNum,
+        ack: SeqNum,
+        window: u16,
+        pure: bool,
+        new_sack: bool,
+    ) {
         let wnd = (window as usize) << self.snd_wscale;
         let flight_before = self.snd_max - self.snd_una;
         if ack > self.snd_una {
             self.on_new_ack(now, ack, flight_before);
-        } else if ack == self.snd_una && pure && wnd == self.snd_wnd && self.snd_max != self.snd_una
+        } else if ack == self.snd_una
+            && pure
+            && self.snd_max != self.snd_una
+            && (wnd == self.snd_wnd || new_sack)
         {
             // RFC 5681 §2 duplicate ACK: outstanding data, no payload, no
-            // SYN/FIN, SEG.ACK == SND.UNA, same advertised window.
+            // SYN/FIN, SEG.ACK == SND.UNA, same advertised window. With
+            // SACK, RFC 6675 §2: new SACK information instead of the same
+            // window (a receiver's window shrinks as out-of-order data
+            // fills its buffer, as Linux's does).
             self.on_dup_ack(now);
         }
         // Send window update (SND.WL1/WL2 guard against old segments).

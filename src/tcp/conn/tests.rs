@@ -1390,6 +1390,54 @@ fn rfc5681_ack_with_window_change_is_not_duplicate() {
 }
 
 #[test]
+fn rfc6675_ack_with_new_sack_info_is_duplicate_even_if_window_shrinks() {
+    let c = TcpConfig {
+        nodelay: true,
+        sack: true,
+        ..cfg()
+    };
+    let t0 = Instant::ZERO;
+    let mut tcb = Tcb::connect(&c, LOCAL, REMOTE, SeqNum(ISS), t0);
+    recv_all(&mut tcb, t0);
+    let mut sa = synack(&c);
+    sa.options.sack_permitted = true;
+    tcb.process(t0, &sa);
+    recv_all(&mut tcb, t0);
+    assert_eq!(tcb.send(&pattern(5000, 0)), Ok(5000));
+    let segs = recv_all(&mut tcb, t0);
+    assert_eq!(segs.len(), 5);
+    // Segment 1 (bytes 0..1000) is lost; the receiver SACKs 1000..2000,
+    // 1000..3000, 1000..4000 while its window shrinks (as Linux's does when
+    // out-of-order data fills its buffer).
+    let ours = |off: u32| SeqNum(ISS + 1 + off);
+    let sacked = |end: u32, window: u16| TcpRepr {
+        window,
+        options: TcpOptions {
+            sack_blocks: [Some((ours(1000), ours(end))), None, None, None],
+            ..TcpOptions::default()
+        },
+        ..peer(0, 0)
+    };
+    tcb.process(t0, &sacked(2000, 31000));
+    tcb.process(t0, &sacked(2000, 30000));
+    assert_eq!(tcb.stats().dup_acks, 1, "the same SACK info is not new");
+    tcb.process(t0, &sacked(3000, 29000));
+    recv_nothing(&mut tcb, t0);
+    tcb.process(t0, &sacked(4000, 28000));
+    assert_eq!(tcb.stats().dup_acks, 3);
+    assert_eq!(
+        recv_one(&mut tcb, t0),
+        segs[0],
+        "fast retransmit of the hole"
+    );
+    // A block beyond anything we sent is bogus and ignored.
+    let mut bogus = sacked(9000, 20000);
+    bogus.options.sack_blocks[0] = Some((ours(6000), ours(9000)));
+    tcb.process(t0, &bogus);
+    assert_eq!(tcb.stats().dup_acks, 3);
+}
+
+#[test]
 fn rfc5681_segment_with_data_is_not_duplicate_ack() {
     let (mut tcb, now, _) = sent(5000);
     let d = pattern(10, 0);
