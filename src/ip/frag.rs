@@ -149,7 +149,7 @@ impl Reassembler {
         let header = &packet[..repr.header_len];
         let payload = &packet[repr.header_len..repr.header_len + repr.payload_len];
         let (off, end) = (repr.frag_offset, repr.frag_offset + payload.len());
-        if repr.more_fragments && (payload.is_empty() || payload.len() % 8 != 0) {
+        if repr.more_fragments && (payload.is_empty() || !payload.len().is_multiple_of(8)) {
             return FragOutcome::Dropped(FragDrop::BadLength);
         }
         let key = FragKey {
