@@ -206,6 +206,10 @@ fn tunstack_dig_through_the_stack_agrees_with_unbound() {
             "{trace}"
         );
         assert!(
+            trace.contains("alpha.test.\t3600\tIN\tNS\tns1.alpha.test."),
+            "{trace}"
+        );
+        assert!(
             trace.contains("from 198.18.53.3#53(198.18.53.3)"),
             "{trace}"
         );
@@ -299,5 +303,64 @@ fn kernel_dig_against_the_stack_dns_server() {
                 panic!("{e}");
             }
         });
+    });
+}
+
+/// `tunstack up --dns --root-hints FILE` (the binary) serves the kernel's
+/// dig; Ctrl-C (SIGTERM) stops it and it reports its DNS counters.
+#[test]
+fn tunstack_up_dns_binary_serves_kernel_dig() {
+    in_netns("tunstack_up_dns_binary_serves_kernel_dig", || {
+        use std::io::{BufRead, BufReader};
+        let h = Hierarchy::start("up");
+        let state = h.run.join("state");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tunstack"))
+            .args(["up", "--tun", "tsdnsup0", "--dns", "--root-hints"])
+            .arg(h.hints())
+            .arg("--state-dir")
+            .arg(&state)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start tunstack up --dns");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        for l in lines.by_ref() {
+            let l = l.unwrap_or_default();
+            banner.push_str(&l);
+            banner.push('\n');
+            if l.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        let r = std::panic::catch_unwind(|| {
+            assert!(
+                banner.contains("dns        udp/tcp 198.19.0.2:53"),
+                "{banner}"
+            );
+            for (name, rtype) in [("chain.alpha.test.", "A"), ("missing.alpha.test.", "A")] {
+                let ours = kernel_dig("198.19.0.2", name, rtype, &[]);
+                assert_eq!(
+                    parse(&ours),
+                    parse(&kernel_dig(UNBOUND, name, rtype, &[])),
+                    "{name}: {ours}"
+                );
+            }
+            let tcp = kernel_dig("198.19.0.2", "www.alpha.test.", "A", &["+tcp"]);
+            assert_eq!(parse(&tcp).answers.len(), 2, "{tcp}");
+        });
+        // SAFETY: kill(2) on the pid of the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let _ = child.wait();
+        if let Err(p) = r {
+            std::panic::resume_unwind(p);
+        }
+        let rest = rest.join("\n");
+        // At least the two UDP questions (dig may retry one) and exactly one over TCP.
+        assert!(
+            rest.contains("dns: ") && rest.contains(" UDP and 1 TCP queries"),
+            "{rest}"
+        );
     });
 }
