@@ -182,8 +182,22 @@ pub fn run(
                     .write_all(line.as_bytes());
             };
             let r = client.get_to(&opts.url, &mut w, &mut progress);
-            let _ = writeln!(stderr.lock().unwrap_or_else(|e| e.into_inner()));
-            let f = r.map_err(|e| format!("{}: {e}", opts.url))?;
+            let f = match r {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = writeln!(stderr.lock().unwrap_or_else(|e| e.into_inner()));
+                    return Err(format!("{}: {e}", opts.url));
+                }
+            };
+            // The whole body is in (Content-Length met, last chunk, or the
+            // end of the connection): the last progress line says so.
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            let _ = writeln!(
+                stderr.lock().unwrap_or_else(|e| e.into_inner()),
+                "\r100% {} in {secs:.3} s ({}/s)   ",
+                human(f.body_len),
+                human((f.body_len as f64 / secs) as u64)
+            );
             w.flush()
                 .map_err(|e| format!("-o {}: {e}", path.display()))?;
             f

@@ -150,8 +150,10 @@ pub struct HttpOptions {
     pub client_ca: Option<PathBuf>,
     /// Serve files from this directory for paths no built-in endpoint takes.
     pub www: Option<PathBuf>,
-    pub http_port: u16,
-    pub https_port: u16,
+    /// Plain HTTP on this port (`None`: no plain HTTP).
+    pub http_port: Option<u16>,
+    /// HTTPS on this port (`None`: no HTTPS, and no certificates are touched).
+    pub https_port: Option<u16>,
     pub limits: Limits,
 }
 
@@ -162,8 +164,8 @@ impl Default for HttpOptions {
             cert: None,
             client_ca: None,
             www: None,
-            http_port: HTTP_PORT,
-            https_port: HTTPS_PORT,
+            http_port: Some(HTTP_PORT),
+            https_port: Some(HTTPS_PORT),
             limits: Limits::default(),
         }
     }
@@ -199,11 +201,12 @@ fn status_page(shared: &Shared, http: &ServerStats, https: &ServerStats) -> Stri
     out
 }
 
-/// Serve HTTP on `opts.http_port` and HTTPS on `opts.https_port` of the
-/// stack, each accept loop on its own thread. Certificates: the user's
-/// (`opts.cert`) or the store in `opts.state_dir`, created on first start
-/// for the stack's address and [`SERVER_NAME`].
-pub fn start_http(net: &Net, opts: &HttpOptions) -> io::Result<HttpServices> {
+/// The HTTPS server configuration: the user's certificate or the store's
+/// (created on first start), with a client verifier for mutual TLS.
+fn https_config(
+    net: &Net,
+    opts: &HttpOptions,
+) -> io::Result<(Arc<rustls::ServerConfig>, Option<CertStore>)> {
     let ctx = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
     let (chain, key, store) = match &opts.cert {
         Some((cert, key)) => (tls::load_certs(cert)?, tls::load_private_key(key)?, None),
@@ -220,7 +223,22 @@ pub fn start_http(net: &Net, opts: &HttpOptions) -> io::Result<HttpServices> {
         server_tls.client_ca =
             Some(tls::load_roots(ca).map_err(ctx(format!("--client-ca {}", ca.display())))?);
     }
-    let tls_config = server_tls.build()?;
+    Ok((server_tls.build()?, store))
+}
+
+/// Serve HTTP on `opts.http_port` and HTTPS on `opts.https_port` of the
+/// stack, each accept loop on its own thread. Certificates: the user's
+/// (`opts.cert`) or the store in `opts.state_dir`, created on first start
+/// for the stack's address and [`SERVER_NAME`].
+pub fn start_http(net: &Net, opts: &HttpOptions) -> io::Result<HttpServices> {
+    let ctx = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let (tls_config, store) = match opts.https_port {
+        Some(_) => {
+            let (c, s) = https_config(net, opts)?;
+            (Some(c), s)
+        }
+        None => (None, None),
+    };
     let http_stats = Arc::new(ServerStats::default());
     let https_stats = Arc::new(ServerStats::default());
     let shared = net.shared().clone();
@@ -230,10 +248,12 @@ pub fn start_http(net: &Net, opts: &HttpOptions) -> io::Result<HttpServices> {
         router = router.static_dir(dir.clone());
     }
     let router: Arc<dyn crate::http::server::Handler> = Arc::new(router);
-    for (port, tls, stats) in [
+    let servers = [
         (opts.http_port, None, http_stats.clone()),
-        (opts.https_port, Some(tls_config), https_stats.clone()),
-    ] {
+        (opts.https_port, tls_config, https_stats.clone()),
+    ];
+    for (port, tls, stats) in servers {
+        let Some(port) = port else { continue };
         let listener =
             TcpListener::bind_with_backlog(net, port, 256).map_err(ctx(format!("port {port}")))?;
         let so = ServerOptions {

@@ -163,7 +163,13 @@ fn fifty_parallel_https_requests_from_the_kernel_all_arrive_intact() {
 fn s_client(version: &str, ca: &Path) -> String {
     let mut c = Command::new("openssl")
         .args(["s_client", "-connect", &format!("{STACK}:443"), version])
-        .args(["-CAfile", ca.to_str().unwrap(), "-alpn", "http/1.1"])
+        .args([
+            "-CAfile",
+            ca.to_str().unwrap(),
+            "-alpn",
+            "http/1.1",
+            "-ign_eof",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

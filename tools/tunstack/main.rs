@@ -368,8 +368,24 @@ fn cmd_up(
         www: http.www.clone(),
         ..HttpOptions::default()
     };
-    let web = tunstack::services::start_http(&running.net, &http_opts)
-        .map_err(|e| format!("cannot start HTTP/HTTPS: {e}"))?;
+    let explicit = http.state_dir.is_some() || http.cert.is_some() || http.client_ca.is_some();
+    let mut https_problem = None;
+    let web = match tunstack::services::start_http(&running.net, &http_opts) {
+        Ok(w) => w,
+        // The default state directory may be unusable (e.g. an unprivileged
+        // user whose HOME is not theirs): serve plain HTTP and say why
+        // HTTPS is off. Flags the user gave are never ignored silently.
+        Err(e) if !explicit => {
+            https_problem = Some(e.to_string());
+            let plain = HttpOptions {
+                https_port: None,
+                ..http_opts.clone()
+            };
+            tunstack::services::start_http(&running.net, &plain)
+                .map_err(|e| format!("cannot start HTTP: {e}"))?
+        }
+        Err(e) => return Err(format!("cannot start HTTP/HTTPS: {e}")),
+    };
     let a = opts.addr;
     println!(
         "tunstack up on {} ({}): stack {a}, kernel {}, MTU {}",
@@ -385,6 +401,10 @@ fn cmd_up(
     println!("  ping       ping {a}");
     println!("  http       curl http://{a}/   (/status, /bytes/N, /echo)");
     match &web.ca_path {
+        _ if https_problem.is_some() => println!(
+            "  https      off: {} (choose a writable --state-dir DIR)",
+            https_problem.as_deref().unwrap_or_default()
+        ),
         Some(ca) => {
             println!("  https      curl --cacert {} https://{a}/", ca.display());
             println!("  CA         {}", ca.display());
