@@ -16,12 +16,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use tunstack::dns::driver::Resolver;
+use tunstack::dns::driver::SharedResolver;
 use tunstack::dns::hints::RootHints;
 use tunstack::dns::resolver::ResolverConfig;
 use tunstack::dns::server::{self, ServerStats};
-use tunstack::dns::transport::StackTransport;
 use tunstack::netns;
 use tunstack::rng::Rng;
 use tunstack::up::{self, UpOptions};
@@ -240,12 +238,8 @@ fn kernel_dig_against_the_stack_dns_server() {
         std::thread::scope(|s| {
             let (net, stats_r, stop_r) = (&up.net, &stats, &stop);
             s.spawn(move || {
-                let resolver = Mutex::new(Resolver::new(
-                    hints,
-                    ResolverConfig::default(),
-                    StackTransport::new(net),
-                    Rng::from_os(),
-                ));
+                let resolver =
+                    SharedResolver::new(hints, ResolverConfig::default(), Rng::from_os());
                 server::serve(net, 53, &resolver, stats_r, stop_r).expect("serve");
             });
             let check = || -> Result<(), String> {

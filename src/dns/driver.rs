@@ -247,3 +247,102 @@ impl<T: Transport> Resolver<T> {
         }
     }
 }
+
+/// One [`Context`] (cache, server table, RNG) shared by threads, each with
+/// its own transport: resolutions run concurrently and the context is locked
+/// only for each step of one, so a slow resolution (a silent server) does not
+/// hold up others, and cached answers come back at once. `dns::server` uses it.
+#[derive(Debug)]
+pub struct SharedResolver {
+    pub ctx: std::sync::Mutex<Context>,
+    clock: Clock,
+}
+
+impl SharedResolver {
+    pub fn new(hints: RootHints, config: ResolverConfig, rng: Rng) -> SharedResolver {
+        SharedResolver::with_context(Context::new(
+            hints,
+            config,
+            Cache::new(CacheConfig::default()),
+            ServerTable::new(ServerConfig::default()),
+            rng,
+        ))
+    }
+
+    pub fn with_context(ctx: Context) -> SharedResolver {
+        SharedResolver {
+            ctx: std::sync::Mutex::new(ctx),
+            clock: Clock::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Context> {
+        self.ctx.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolve `name`/`rtype` over `t`, blocking this thread only.
+    pub fn resolve<T: Transport>(&self, t: &mut T, name: &Name, rtype: RecordType) -> Answer {
+        let now = self.clock.now();
+        let mut res = Resolution::new(name, rtype, &mut self.lock(), now);
+        loop {
+            let q = res.poll_transmit(&mut self.lock(), self.clock.now());
+            if let Some(q) = q {
+                self.send(t, &mut res, q);
+                continue;
+            }
+            if res.result().is_some() {
+                break;
+            }
+            let Some(at) = res.poll_at() else {
+                break;
+            };
+            let now = self.clock.now();
+            if now >= at {
+                res.handle_timeout(&mut self.lock(), now);
+                continue;
+            }
+            match t.udp_recv(at - now) {
+                Ok(Some((from, bytes))) => {
+                    let now = self.clock.now();
+                    res.handle_response(&mut self.lock(), from, &bytes, now);
+                }
+                Ok(None) => {
+                    let now = self.clock.now().max(at);
+                    res.handle_timeout(&mut self.lock(), now);
+                }
+                Err(_) => {
+                    let now = self.clock.now();
+                    res.handle_error(&mut self.lock(), now);
+                }
+            }
+        }
+        res.into_result().unwrap_or_else(|| Answer {
+            rcode: hickory_proto::op::ResponseCode::ServFail,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            from_cache: false,
+        })
+    }
+
+    fn send<T: Transport>(&self, t: &mut T, res: &mut Resolution, q: Query) {
+        let now = self.clock.now();
+        if q.tcp {
+            match t.tcp_query(q.server, &q.bytes, q.deadline - now) {
+                Ok(bytes) => {
+                    let now = self.clock.now();
+                    let mut ctx = self.lock();
+                    res.handle_response(&mut ctx, q.server, &bytes, now);
+                    if res.poll_at().is_some() {
+                        res.handle_error(&mut ctx, now);
+                    }
+                }
+                Err(_) => {
+                    let now = self.clock.now();
+                    res.handle_error(&mut self.lock(), now);
+                }
+            }
+        } else if t.udp_send(q.server, q.src_port, &q.bytes).is_err() {
+            res.handle_error(&mut self.lock(), now);
+        }
+    }
+}

@@ -2,8 +2,9 @@
 //!
 //! [`respond`] is the sans-IO core: one request in, one response out (or
 //! nothing), given a function that resolves a question. [`serve`] runs it on
-//! UDP and TCP port 53 of a running [`Net`] with our [`Resolver`] and its
-//! cache behind a mutex (one resolution at a time).
+//! UDP and TCP port 53 of a running [`Net`] with our [`SharedResolver`]:
+//! each UDP question (up to [`MAX_UDP_WORKERS`] at once) and each TCP
+//! connection gets its own thread and [`StackTransport`], sharing the cache.
 //!
 //! Rules: RA is set on every response; a request that is not a standard
 //! QUERY gets REFUSED; a request that does not parse (but has a header) or
@@ -12,7 +13,7 @@
 //! bytes, or its EDNS0 payload size up to [`MAX_UDP_PAYLOAD`]) is sent
 //! truncated with TC, without records, so the client retries over TCP.
 
-use super::driver::Resolver;
+use super::driver::SharedResolver;
 use super::resolver::Answer;
 use super::transport::StackTransport;
 use crate::runtime::{Net, TcpListener, TcpStream, UdpSocket};
@@ -21,7 +22,9 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+
+/// UDP questions resolved at once; more wait in the socket's queue.
+pub const MAX_UDP_WORKERS: usize = 64;
 
 /// The largest UDP payload we send, whatever the client advertises.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -140,43 +143,55 @@ pub fn respond(
 pub fn serve(
     net: &Net,
     port: u16,
-    resolver: &Mutex<Resolver<StackTransport<'_>>>,
+    resolver: &SharedResolver,
     stats: &ServerStats,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let udp = UdpSocket::bind(net, port)?;
     let tcp = TcpListener::bind(net, port)?;
     let resolve = |name: &Name, rtype: RecordType| -> Answer {
-        let mut r = resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let before = r.transport.queries_sent();
-        let a = r.resolve(name, rtype);
-        let sent = r.transport.queries_sent() - before;
+        let mut t = StackTransport::new(net);
+        let a = resolver.resolve(&mut t, name, rtype);
+        let sent = t.queries_sent();
         stats.upstream_queries.fetch_add(sent, Ordering::Relaxed);
         if sent == 0 && a.from_cache {
             stats.cache_answers.fetch_add(1, Ordering::Relaxed);
         }
         a
     };
+    let busy = std::sync::atomic::AtomicUsize::new(0);
+    let udp = &udp;
+    let busy = &busy;
     let tick = Duration::from_millis(200);
     std::thread::scope(|s| {
-        s.spawn(|| {
+        s.spawn(move || {
             let _ = udp.set_read_timeout(Some(tick));
             let mut buf = vec![0u8; 65535];
+            let answer = move |req: Vec<u8>, from| match respond(&req, true, resolve) {
+                Some(out) => {
+                    if out.len() > 3 && out[2] & 0x02 != 0 {
+                        stats.truncated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    count_rcode(stats, &out);
+                    let _ = udp.send_to(&out, from);
+                }
+                None => {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            };
             while !stop.load(Ordering::Relaxed) {
                 match udp.recv_from(&mut buf) {
                     Ok((n, from)) => {
                         stats.udp_queries.fetch_add(1, Ordering::Relaxed);
-                        match respond(&buf[..n], true, resolve) {
-                            Some(out) => {
-                                if out.len() > 3 && out[2] & 0x02 != 0 {
-                                    stats.truncated.fetch_add(1, Ordering::Relaxed);
-                                }
-                                count_rcode(stats, &out);
-                                let _ = udp.send_to(&out, from);
-                            }
-                            None => {
-                                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                            }
+                        let req = buf[..n].to_vec();
+                        if busy.fetch_add(1, Ordering::AcqRel) < MAX_UDP_WORKERS {
+                            s.spawn(move || {
+                                answer(req, from);
+                                busy.fetch_sub(1, Ordering::AcqRel);
+                            });
+                        } else {
+                            answer(req, from);
+                            busy.fetch_sub(1, Ordering::AcqRel);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use tunstack::curl::{self, CurlOptions};
 use tunstack::dns::dig;
-use tunstack::dns::driver::Resolver;
+use tunstack::dns::driver::SharedResolver;
 use tunstack::dns::hints::RootHints;
 use tunstack::dns::resolver::ResolverConfig;
 use tunstack::dns::server::{self, ServerStats};
@@ -447,12 +447,11 @@ fn cmd_up(
         if let Some(h) = hints {
             let (net, stats, stop) = (&running.net, &dns_stats, &stop);
             s.spawn(move || {
-                let resolver = Mutex::new(Resolver::new(
+                let resolver = SharedResolver::new(
                     h,
                     ResolverConfig::default(),
-                    StackTransport::new(net),
                     tunstack::rng::Rng::from_os(),
-                ));
+                );
                 if let Err(e) = server::serve(net, 53, &resolver, stats, stop) {
                     eprintln!("tunstack: dns server: {e}");
                 }
