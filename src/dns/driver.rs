@@ -346,3 +346,89 @@ impl SharedResolver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{RData, Record};
+
+    /// One authoritative server for everything: A queries get 192.0.2.1,
+    /// other types NODATA with the root SOA.
+    struct Fake {
+        pending: Option<(SocketAddr, Vec<u8>)>,
+        sent: u64,
+    }
+
+    fn answer(q: &[u8]) -> Vec<u8> {
+        let q = Message::from_vec(q).unwrap();
+        let mut m = Message::new();
+        m.set_id(q.id())
+            .set_message_type(MessageType::Response)
+            .set_authoritative(true)
+            .set_response_code(ResponseCode::NoError);
+        m.add_queries(q.queries().iter().cloned());
+        let qq = &q.queries()[0];
+        if qq.query_type() == RecordType::A {
+            m.add_answer(Record::from_rdata(
+                qq.name().clone(),
+                60,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
+        } else {
+            m.add_name_server(Record::from_rdata(
+                Name::root(),
+                60,
+                RData::SOA(SOA::new(Name::root(), Name::root(), 1, 60, 60, 60, 60)),
+            ));
+        }
+        m.to_vec().unwrap()
+    }
+
+    impl Transport for Fake {
+        fn udp_send(&mut self, server: SocketAddr, _: u16, bytes: &[u8]) -> io::Result<()> {
+            self.sent += 1;
+            self.pending = Some((server, answer(bytes)));
+            Ok(())
+        }
+        fn udp_recv(&mut self, _: Duration) -> io::Result<Option<(SocketAddr, Vec<u8>)>> {
+            Ok(self.pending.take())
+        }
+        fn tcp_query(&mut self, _: SocketAddr, bytes: &[u8], _: Duration) -> io::Result<Vec<u8>> {
+            self.sent += 1;
+            Ok(answer(bytes))
+        }
+    }
+
+    #[test]
+    fn shared_resolver_threads_share_one_cache() {
+        let hints =
+            RootHints::parse(". 3600000 NS root-ns.\nroot-ns. 3600000 A 192.0.2.53\n").unwrap();
+        let shared = SharedResolver::new(hints, ResolverConfig::default(), Rng::new(7));
+        let name = Name::from_ascii("www.example.").unwrap();
+        let first = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut t = Fake {
+                    pending: None,
+                    sent: 0,
+                };
+                let a = shared.resolve(&mut t, &name, RecordType::A);
+                (a, t.sent)
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(first.0.rcode, ResponseCode::NoError);
+        assert_eq!(first.0.answers.len(), 1);
+        assert!(first.1 > 0);
+        let mut t = Fake {
+            pending: None,
+            sent: 0,
+        };
+        let again = shared.resolve(&mut t, &name, RecordType::A);
+        assert_eq!(again.answers, first.0.answers);
+        assert!(again.from_cache);
+        assert_eq!(t.sent, 0, "another thread's answer is in the shared cache");
+    }
+}
