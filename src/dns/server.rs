@@ -230,20 +230,36 @@ fn count_rcode(stats: &ServerStats, out: &[u8]) {
 }
 
 /// RFC 7766: length-prefixed messages on one connection until the client
-/// closes it or stays idle for 10 s.
+/// closes it, stays idle for 10 s, or the server stops (noticed within 200 ms).
 fn serve_tcp(
     conn: TcpStream,
     stats: &ServerStats,
     stop: &AtomicBool,
     resolve: impl Fn(&Name, RecordType) -> Answer + Copy,
 ) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
     let _ = conn.set_nodelay(true);
     let mut c = &conn;
-    while !stop.load(Ordering::Relaxed) {
+    'conn: while !stop.load(Ordering::Relaxed) {
+        // Between messages, wake every 200 ms to notice `stop`.
+        conn.set_read_timeout(Some(Duration::from_millis(200)))?;
         let mut lenb = [0u8; 2];
-        c.read_exact(&mut lenb)?;
+        let mut idle = Duration::ZERO;
+        loop {
+            match c.read(&mut lenb[..1]) {
+                Ok(0) => break 'conn,
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    idle += Duration::from_millis(200);
+                    if idle >= Duration::from_secs(10) || stop.load(Ordering::Relaxed) {
+                        break 'conn;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        c.read_exact(&mut lenb[1..])?;
         let mut req = vec![0u8; u16::from_be_bytes(lenb) as usize];
         c.read_exact(&mut req)?;
         stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
