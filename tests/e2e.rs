@@ -266,7 +266,11 @@ fn a_reset_from_the_kernel_reaches_the_stack_reader_as_connection_reset() {
         let l = KernelListener::bind((KERNEL, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            // Wait for the client's byte, so the reset cannot overtake
+            // the end of the handshake on the client's side.
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one).unwrap();
             // SO_LINGER with a zero timeout: close() sends RST, not FIN.
             let linger = libc::linger {
                 l_onoff: 1,
@@ -292,6 +296,7 @@ fn a_reset_from_the_kernel_reaches_the_stack_reader_as_connection_reset() {
         )
         .unwrap();
         c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"x").unwrap();
         server.join().unwrap();
         let mut buf = [0u8; 16];
         let e = c.read(&mut buf).unwrap_err();
