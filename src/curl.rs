@@ -84,6 +84,26 @@ fn human(n: u64) -> String {
     }
 }
 
+/// Before stopping a short-lived stack: wait (at most `max`) until every
+/// connection has sent its FIN and had it acknowledged, so the server sees
+/// a clean close rather than a peer that vanished with the device.
+pub fn linger(net: &Net, max: Duration) {
+    use crate::tcp::State;
+    let deadline = Instant::now() + max;
+    while Instant::now() < deadline {
+        let busy = net.tcp_connections().iter().any(|(_, _, st)| {
+            !matches!(
+                st.state,
+                None | Some(State::Closed) | Some(State::FinWait2) | Some(State::TimeWait)
+            )
+        });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Fetch `opts.url` over `net`. The body goes to `stdout` (or the `-o`
 /// file); verbose lines and progress go to `stderr`. An HTTP status of 400
 /// or more is an error (after the body has been written), like `curl -f`

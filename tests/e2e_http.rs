@@ -332,12 +332,20 @@ fn malformed_and_oversized_requests_get_4xx_and_the_server_keeps_serving() {
 
 /// Run `tunstack curl` (its own stack on tunstack1, 198.19.1.2).
 fn tunstack_curl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tunstack"))
+    let t = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_tunstack"))
         .arg("curl")
         .args(args)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run tunstack curl")
+        .expect("run tunstack curl");
+    eprintln!(
+        "tunstack curl {}: {} in {:.3} s",
+        args.join(" "),
+        o.status,
+        t.elapsed().as_secs_f64()
+    );
+    o
 }
 
 /// Wait until something listens on the kernel's `port` (any address).

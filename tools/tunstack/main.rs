@@ -280,6 +280,7 @@ fn cmd_curl(flags: &ClientStackFlags, opts: CurlOptions) -> Result<(), String> {
     let net = Arc::new(running.net);
     let stderr: Arc<Mutex<dyn std::io::Write + Send>> = Arc::new(Mutex::new(std::io::stderr()));
     let r = curl::run(net.clone(), &opts, &mut std::io::stdout().lock(), stderr);
+    curl::linger(&net, std::time::Duration::from_secs(1));
     // Stop the stack (closing the device removes it if we created it).
     match Arc::try_unwrap(net) {
         Ok(net) => {
