@@ -104,6 +104,19 @@ pub fn linger(net: &Net, max: Duration) {
     }
 }
 
+/// The system's trust store (Debian's ca-certificates bundle, or the file
+/// `SSL_CERT_FILE` names, as OpenSSL honours it) when there is one;
+/// otherwise the Mozilla roots compiled in (webpki-roots).
+fn default_roots() -> Roots {
+    let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let debian = std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+    match from_env.filter(|p| p.is_file()) {
+        Some(p) => Roots::CaFile(p),
+        None if debian.is_file() => Roots::CaFile(debian),
+        None => Roots::WebPki,
+    }
+}
+
 /// Fetch `opts.url` over `net`. The body goes to `stdout` (or the `-o`
 /// file); verbose lines and progress go to `stderr`. An HTTP status of 400
 /// or more is an error (after the body has been written), like `curl -f`
@@ -117,7 +130,7 @@ pub fn run(
     let url = Url::parse(&opts.url).map_err(|e| e.to_string())?;
     let mut tls_opts = ClientTls::new(match &opts.cacert {
         Some(p) => Roots::CaFile(p.clone()),
-        None => Roots::WebPki,
+        None => default_roots(),
     });
     if let Some((cert, key)) = &opts.cert {
         let chain = tls::load_certs(cert).map_err(|e| format!("--cert: {e}"))?;
