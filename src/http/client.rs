@@ -133,34 +133,8 @@ pub fn std_connect(host: &str, port: u16) -> io::Result<std::net::TcpStream> {
     Err(last)
 }
 
-enum Stream<S: Read + Write> {
-    Plain(S),
-    Tls(Box<StreamOwned<ClientConnection, S>>),
-}
-
-impl<S: Read + Write> Read for Stream<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(t) => t.read(buf),
-        }
-    }
-}
-
-impl<S: Read + Write> Write for Stream<S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(t) => t.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(t) => t.flush(),
-        }
-    }
-}
+/// The client's byte stream, plain or TLS.
+type Stream<S> = super::MaybeTls<ClientConnection, S>;
 
 /// What a request got back (the body went to the sink).
 #[derive(Clone, Debug)]

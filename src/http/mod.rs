@@ -20,6 +20,48 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// A connection's byte stream, plain or TLS over the transport `S`; `C` is
+/// rustls' `ClientConnection` or `ServerConnection`. The client and the
+/// server both read and write through it.
+pub(crate) enum MaybeTls<C, S: Read + Write> {
+    Plain(S),
+    Tls(Box<rustls::StreamOwned<C, S>>),
+}
+
+impl<C, S, D> Read for MaybeTls<C, S>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = rustls::ConnectionCommon<D>>,
+    S: Read + Write,
+    D: rustls::SideData,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            MaybeTls::Plain(s) => s.read(buf),
+            MaybeTls::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl<C, S, D> Write for MaybeTls<C, S>
+where
+    C: std::ops::DerefMut + std::ops::Deref<Target = rustls::ConnectionCommon<D>>,
+    S: Read + Write,
+    D: rustls::SideData,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            MaybeTls::Plain(s) => s.write(buf),
+            MaybeTls::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            MaybeTls::Plain(s) => s.flush(),
+            MaybeTls::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// A byte stream the HTTP code can run on: `Read + Write`, plus optional
 /// timeouts (used for 408 and to bound slow peers) and half-close.
 pub trait Transport: Read + Write + Send + 'static {

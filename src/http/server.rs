@@ -470,10 +470,7 @@ fn now_date() -> String {
 }
 
 /// A connection's byte stream: plain or TLS over the transport.
-enum Stream<S: Transport> {
-    Plain(S),
-    Tls(Box<StreamOwned<ServerConnection, S>>),
-}
+type Stream<S> = super::MaybeTls<ServerConnection, S>;
 
 impl<S: Transport> Stream<S> {
     fn transport(&self) -> &S {
@@ -515,30 +512,6 @@ impl<S: Transport> Stream<S> {
                     Ok(n) => drained += n,
                 }
             }
-        }
-    }
-}
-
-impl<S: Transport> Read for Stream<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(t) => t.read(buf),
-        }
-    }
-}
-
-impl<S: Transport> Write for Stream<S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(t) => t.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(t) => t.flush(),
         }
     }
 }
