@@ -83,18 +83,8 @@ impl Transport for StdTransport {
         };
         sock.set_read_timeout(Some(timeout.max(Duration::from_micros(1))))?;
         let mut buf = vec![0u8; 65535];
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                buf.truncate(n);
-                Ok(Some((from, buf)))
-            }
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        let r = sock.recv_from(&mut buf);
+        datagram_or_timeout(r, buf)
     }
 
     fn tcp_query(
@@ -110,6 +100,25 @@ impl Transport for StdTransport {
         s.set_write_timeout(Some(timeout))?;
         s.set_nodelay(true)?;
         tcp_exchange(&mut s, bytes)
+    }
+}
+
+/// A `recv_from` result as `udp_recv` reports it: the datagram (`buf`
+/// truncated to its length) with its source, or `None` when the read timed
+/// out. Shared by the transports over the kernel's sockets and the stack's.
+pub(crate) fn datagram_or_timeout<A: Into<SocketAddr>>(
+    r: io::Result<(usize, A)>,
+    mut buf: Vec<u8>,
+) -> io::Result<Option<(SocketAddr, Vec<u8>)>> {
+    match r {
+        Ok((n, from)) => {
+            buf.truncate(n);
+            Ok(Some((from.into(), buf)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

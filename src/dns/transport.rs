@@ -10,7 +10,7 @@
 //! server is an error (`Unsupported`), which the resolver treats like a
 //! failed server.
 
-use super::driver::{tcp_exchange, Transport};
+use super::driver::{datagram_or_timeout, tcp_exchange, Transport};
 use crate::runtime::{Net, TcpStream, UdpSocket};
 use crate::time::Duration;
 use std::io;
@@ -88,18 +88,8 @@ impl Transport for StackTransport<'_> {
         };
         sock.set_read_timeout(Some(timeout.max(Duration::from_micros(1))))?;
         let mut buf = vec![0u8; 65535];
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                buf.truncate(n);
-                Ok(Some((SocketAddr::V4(from), buf)))
-            }
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        let r = sock.recv_from(&mut buf);
+        datagram_or_timeout(r, buf)
     }
 
     fn tcp_query(
