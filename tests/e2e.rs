@@ -26,6 +26,19 @@ fn kernel_connect(port: u16) -> KernelStream {
     s
 }
 
+/// The stack connects to a kernel listener on `port`, with the test timeouts.
+fn stack_connect(up: &tunstack::up::Up, port: u16) -> TcpStream {
+    let s = TcpStream::connect_timeout(
+        &up.net,
+        SocketAddrV4::new(KERNEL, port),
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("stack connect to {KERNEL}:{port}: {e}"));
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
 #[test]
 fn kernel_pings_the_stack() {
     with_stack("kernel_pings_the_stack", |up| {
@@ -110,14 +123,7 @@ fn stack_connects_to_a_kernel_listener_both_ways() {
             s.read_to_end(&mut rest).unwrap();
             (got, sent, rest.len())
         });
-        let mut c = TcpStream::connect_timeout(
-            &up.net,
-            SocketAddrV4::new(KERNEL, port),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        c.set_read_timeout(Some(TIMEOUT)).unwrap();
-        c.set_write_timeout(Some(TIMEOUT)).unwrap();
+        let mut c = stack_connect(up, port);
         let sent = Stream::new(4, 20 * MB).write_all(&mut c).unwrap();
         let (len, got) = {
             let h = hash_exact(&mut c, 20 * MB).unwrap();
@@ -289,13 +295,7 @@ fn a_reset_from_the_kernel_reaches_the_stack_reader_as_connection_reset() {
             assert_eq!(rc, 0);
             drop(s);
         });
-        let mut c = TcpStream::connect_timeout(
-            &up.net,
-            SocketAddrV4::new(KERNEL, port),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut c = stack_connect(up, port);
         c.write_all(b"x").unwrap();
         server.join().unwrap();
         let mut buf = [0u8; 16];
@@ -337,14 +337,7 @@ fn twenty_mb_each_way_through_two_percent_loss() {
             (got, sent)
         });
         let t0 = std::time::Instant::now();
-        let mut c = TcpStream::connect_timeout(
-            &up.net,
-            SocketAddrV4::new(KERNEL, port),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        c.set_read_timeout(Some(TIMEOUT)).unwrap();
-        c.set_write_timeout(Some(TIMEOUT)).unwrap();
+        let mut c = stack_connect(up, port);
         let sent = Stream::new(7, 20 * MB).write_all(&mut c).unwrap();
         let got = hash_exact(&mut c, 20 * MB).unwrap();
         let stats = c.stats().unwrap();
