@@ -27,4 +27,5 @@ pub mod services;
 pub mod up;
 
 pub mod http;
+pub mod kv;
 pub mod tls;

@@ -1,0 +1,9 @@
+//! The replicated key-value store (issue 5): tikv's raft-rs as the consensus engine, and
+//! everything around it ours: durable log storage, the state machine, transport over the stack,
+//! consistency levels, failure detection and logical clocks.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `storage` | the [`storage::LogStore`] contract raft-rs reads from and the node writes to; an in-memory and a crash-safe on-disk implementation |
+
+pub mod storage;
