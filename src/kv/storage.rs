@@ -110,8 +110,10 @@ impl LogStore for MemLog {
     }
     fn compact(&self, index: u64, cs: &ConfState, data: Vec<u8>) -> io::Result<()> {
         let term = raft::Storage::term(&self.inner, index).map_err(to_io)?;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -131,10 +133,11 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
     }
 
     #[test]
