@@ -24,7 +24,8 @@ use crate::wire::ipv4::{self, PROTO_TCP, PROTO_UDP};
 use crate::wire::tcp::TcpRepr;
 use crate::wire::udp::UdpRepr;
 use crate::wire::WireError;
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -183,8 +184,12 @@ enum Socket {
 struct Slot {
     generation: u32,
     socket: Option<Socket>,
-    /// Wants `poll_transmit` at the next poll (input arrived or the user acted).
+    /// Wants `poll_transmit` at the next poll (input arrived or the user
+    /// acted); set exactly when the index is queued in `Stack::dirty`.
     dirty: bool,
+    /// The deadline this socket is filed under in `Stack::timers` (an entry
+    /// with another time, or for another generation, is stale).
+    timer_at: Option<Instant>,
     /// Already queued in `events` since the last `drain_events`.
     evented: bool,
 }
@@ -212,7 +217,17 @@ pub struct Stack {
     reply_buf: Vec<u8>,
     /// Earliest deadline over all sockets, as of the last poll.
     next_deadline: Option<Instant>,
+    /// Slots with pending work (input arrived, the user acted), in the
+    /// order they were marked; a poll runs exactly these plus the sockets
+    /// whose timer fired, so its cost does not grow with idle connections.
+    dirty: Vec<u32>,
+    /// Per-socket deadlines, earliest first, with lazy invalidation: an
+    /// entry counts only if the slot's `timer_at` and generation still match.
+    timers: BinaryHeap<Reverse<TimerEntry>>,
 }
+
+/// One filed deadline: (when, slot index, slot generation).
+type TimerEntry = (Instant, u32, u32);
 
 impl Stack {
     pub fn new(mut config: StackConfig, mut rng: Rng) -> Stack {
@@ -240,6 +255,8 @@ impl Stack {
             tx_buf: vec![0; mtu],
             reply_buf: vec![0; 65535],
             next_deadline: None,
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
         }
     }
 
@@ -301,7 +318,7 @@ impl Stack {
     /// True if some socket has work the next `poll` should do right away
     /// (the user wrote, read or closed since the last poll).
     pub fn needs_poll(&self) -> bool {
-        self.slots.iter().any(|s| s.dirty) || !self.udp_tx.is_empty()
+        !self.dirty.is_empty() || !self.udp_tx.is_empty()
     }
 
     /// Sockets whose readiness may have changed since the last call; the
@@ -565,53 +582,106 @@ impl Stack {
     }
 
     /// Run every TCP socket that is dirty or whose timer is due; transmit;
-    /// handle state transitions (accept queue, reaping); recompute the deadline.
+    /// handle state transitions (accept queue, reaping); refile each run
+    /// socket's deadline. Idle sockets are not touched: the cost is
+    /// O((dirty + expired) · log n), not O(sockets).
     fn dispatch<D: Device + ?Sized>(&mut self, now: Instant, dev: &mut D) {
-        let mut next: Option<Instant> = None;
-        let mut tx = std::mem::take(&mut self.tx_buf);
-        for i in 0..self.slots.len() {
-            let slot = &mut self.slots[i];
-            let Some(Socket::Tcp(sock)) = slot.socket.as_mut() else {
-                slot.dirty = false;
-                continue;
-            };
-            let due = slot.dirty || sock.tcb.poll_at().is_some_and(|t| t <= now);
-            if due {
-                slot.dirty = false;
-                let remote_ip = *sock.tcb.remote().ip();
-                let mut sent = false;
-                while let Some(seg) = sock.tcb.poll_transmit(now) {
-                    Self::emit_tcp(
-                        &mut self.ip,
-                        &mut self.stats,
-                        dev,
-                        now,
-                        &mut tx,
-                        remote_ip,
-                        &seg,
-                    );
-                    sent = true;
-                }
-                let state = sock.tcb.state();
-                let changed = state != sock.last_state;
-                sock.last_state = state;
-                let h = SocketHandle {
-                    index: i as u32,
-                    generation: slot.generation,
-                };
-                if changed || sent {
-                    self.mark_event(h);
-                }
-                self.after_transition(h);
+        // Sockets whose timer fired join the dirty ones.
+        while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
+            if at > now {
+                break;
             }
-            if let Some(Some(Socket::Tcp(sock))) = self.slots.get(i).map(|s| s.socket.as_ref()) {
-                if let Some(t) = sock.tcb.poll_at() {
-                    next = Some(next.map_or(t, |n| n.min(t)));
+            self.timers.pop();
+            let slot = &mut self.slots[index as usize];
+            if slot.generation == generation && slot.timer_at == Some(at) {
+                slot.timer_at = None;
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(index);
                 }
             }
         }
+        let mut tx = std::mem::take(&mut self.tx_buf);
+        let work = std::mem::take(&mut self.dirty);
+        for &i in &work {
+            let slot = &mut self.slots[i as usize];
+            if !slot.dirty {
+                continue; // Released (or already run) since it was queued.
+            }
+            slot.dirty = false;
+            let Some(Socket::Tcp(sock)) = slot.socket.as_mut() else {
+                continue;
+            };
+            let remote_ip = *sock.tcb.remote().ip();
+            let mut sent = false;
+            while let Some(seg) = sock.tcb.poll_transmit(now) {
+                Self::emit_tcp(
+                    &mut self.ip,
+                    &mut self.stats,
+                    dev,
+                    now,
+                    &mut tx,
+                    remote_ip,
+                    &seg,
+                );
+                sent = true;
+            }
+            let state = sock.tcb.state();
+            let changed = state != sock.last_state;
+            sock.last_state = state;
+            let h = SocketHandle {
+                index: i,
+                generation: slot.generation,
+            };
+            if changed || sent {
+                self.mark_event(h);
+            }
+            self.after_transition(h);
+            self.reschedule(i);
+        }
+        // Keep the allocation (the list is usually short but may spike).
+        let mut work = work;
+        work.clear();
+        if self.dirty.is_empty() {
+            self.dirty = work;
+        }
         self.tx_buf = tx;
-        self.next_deadline = next;
+        self.compact_timers();
+        self.next_deadline = self.timers.peek().map(|e| e.0 .0);
+    }
+
+    /// File slot `i`'s next deadline (if it changed) in the timer heap.
+    fn reschedule(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        let at = match slot.socket.as_ref() {
+            Some(Socket::Tcp(sock)) => sock.tcb.poll_at(),
+            _ => None,
+        };
+        if at != slot.timer_at {
+            slot.timer_at = at;
+            if let Some(at) = at {
+                self.timers.push(Reverse((at, i, slot.generation)));
+            }
+        }
+    }
+
+    /// Drop stale entries from the top of the heap (so its top is the true
+    /// next deadline), and rebuild it when stale entries dominate.
+    fn compact_timers(&mut self) {
+        let valid = |slots: &[Slot], &(at, i, g): &TimerEntry| {
+            let s = &slots[i as usize];
+            s.generation == g && s.timer_at == Some(at)
+        };
+        while let Some(Reverse(e)) = self.timers.peek() {
+            if valid(&self.slots, e) {
+                break;
+            }
+            self.timers.pop();
+        }
+        if self.timers.len() > 1024 && self.timers.len() > 4 * self.slots.len() {
+            let slots = &self.slots;
+            self.timers.retain(|Reverse(e)| valid(slots, e));
+        }
     }
 
     /// Move a connection that just became established into its listener's
@@ -646,7 +716,7 @@ impl Stack {
                             sock.tcb.abort();
                             sock.orphaned = true;
                         }
-                        self.slots[h.index as usize].dirty = true;
+                        self.set_dirty(h.index);
                     } else {
                         self.mark_event(lh);
                     }
@@ -692,6 +762,7 @@ impl Stack {
                     generation: 0,
                     socket: None,
                     dirty: false,
+                    timer_at: None,
                     evented: false,
                 });
                 (self.slots.len() - 1) as u32
@@ -700,6 +771,7 @@ impl Stack {
         let slot = &mut self.slots[index as usize];
         slot.socket = Some(socket);
         slot.dirty = false;
+        slot.timer_at = None;
         slot.evented = false;
         SocketHandle {
             index,
@@ -712,6 +784,7 @@ impl Stack {
         slot.socket = None;
         slot.generation = slot.generation.wrapping_add(1);
         slot.dirty = false;
+        slot.timer_at = None;
         self.free.push(h.index);
     }
 
@@ -724,10 +797,18 @@ impl Stack {
     /// Input or a user action touched this socket: transmit at the next poll
     /// and tell the runtime its readiness may have changed.
     fn mark(&mut self, h: SocketHandle) {
-        if let Some(slot) = self.slots.get_mut(h.index as usize) {
-            slot.dirty = true;
-        }
+        self.set_dirty(h.index);
         self.mark_event(h);
+    }
+
+    /// Queue slot `index` for the next dispatch (once).
+    fn set_dirty(&mut self, index: u32) {
+        if let Some(slot) = self.slots.get_mut(index as usize) {
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(index);
+            }
+        }
     }
 
     fn mark_event(&mut self, h: SocketHandle) {
