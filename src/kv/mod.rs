@@ -5,5 +5,9 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `storage` | the [`storage::LogStore`] contract raft-rs reads from and the node writes to; an in-memory and a crash-safe on-disk implementation |
+//! | `clock` | Lamport and vector clocks, their compact binary encoding and causality comparison |
+//! | `phi` | the phi-accrual failure detector (suspicion level per peer from heartbeat inter-arrival times) |
 
+pub mod clock;
+pub mod phi;
 pub mod storage;
