@@ -878,6 +878,7 @@ mod tests {
                 300,
                 RData::A(A::new(1, 2, 3, 4)),
             )],
+            additional: Vec::new(),
             from_cache: false,
         };
         let m = answer_message(&n("x.test."), RecordType::A, 9, true, &a);

@@ -222,6 +222,7 @@ impl<T: Transport> Resolver<T> {
             rcode: hickory_proto::op::ResponseCode::ServFail,
             answers: Vec::new(),
             authority: Vec::new(),
+            additional: Vec::new(),
             from_cache: false,
         });
         (answer, trace)
@@ -329,7 +330,25 @@ impl SharedResolver {
             rcode: hickory_proto::op::ResponseCode::ServFail,
             answers: Vec::new(),
             authority: Vec::new(),
+            additional: Vec::new(),
             from_cache: false,
+        })
+    }
+
+    /// Answer `name`/`rtype` from the cache alone (an RD=0 request): see
+    /// [`Resolution::cache_only`]. Never sends a query.
+    pub fn resolve_cached(&self, name: &Name, rtype: RecordType) -> Answer {
+        let now = self.clock.now();
+        let mut ctx = self.lock();
+        let mut res = Resolution::cache_only(name, rtype, &mut ctx, now);
+        let q = res.poll_transmit(&mut ctx, now);
+        debug_assert!(q.is_none(), "a cache-only resolution sent a query");
+        res.into_result().unwrap_or_else(|| Answer {
+            rcode: hickory_proto::op::ResponseCode::ServFail,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+            from_cache: true,
         })
     }
 

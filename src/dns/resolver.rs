@@ -41,6 +41,7 @@ use super::servers::ServerTable;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as WireQuery, ResponseCode};
+use hickory_proto::rr::rdata::{A, NS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -122,6 +123,8 @@ pub struct ResolverStats {
     pub minimised_queries: u64,
     pub qmin_fallbacks: u64,
     pub limit_exceeded: u64,
+    /// RD=0 questions not in the cache, answered with a referral from it.
+    pub cache_only_referrals: u64,
 }
 
 /// What outlives one resolution.
@@ -175,6 +178,8 @@ pub struct Answer {
     pub answers: Vec<Record>,
     /// The SOA of a negative answer.
     pub authority: Vec<Record>,
+    /// Glue of a referral from the cache (RD=0, see [`Resolution::cache_only`]).
+    pub additional: Vec<Record>,
     /// True when the final data came from the cache without any query.
     pub from_cache: bool,
 }
@@ -185,6 +190,7 @@ impl Answer {
             rcode: ResponseCode::ServFail,
             answers: Vec::new(),
             authority: Vec::new(),
+            additional: Vec::new(),
             from_cache: false,
         }
     }
@@ -310,6 +316,8 @@ pub struct Resolution {
     result: Option<Answer>,
     queries: usize,
     referrals: usize,
+    /// Never send a query: see [`Resolution::cache_only`].
+    cache_only: bool,
     pub trace: Vec<TraceStep>,
 }
 
@@ -367,8 +375,29 @@ impl Resolution {
             result: None,
             queries: 0,
             referrals: 0,
+            cache_only: false,
             trace: Vec::new(),
         }
+    }
+
+    /// Answer `name`/`rtype` from the cache alone, never sending a query:
+    /// what a server does for a request with RD=0. Like Unbound with
+    /// `access-control: ... allow_snoop`: the cached answer (CNAMEs followed
+    /// as far as they are cached; cached NXDOMAIN/NODATA with their SOA), or
+    /// else a referral from the cache: NOERROR with the closest cached
+    /// delegation's NS set in the authority section and the cached addresses
+    /// of those names in the additional section (the root's from the hints
+    /// when nothing closer is cached). The result is ready after the first
+    /// [`Resolution::poll_transmit`], which returns `None`.
+    pub fn cache_only(
+        name: &Name,
+        rtype: RecordType,
+        ctx: &mut Context,
+        now: Instant,
+    ) -> Resolution {
+        let mut r = Resolution::new(name, rtype, ctx, now);
+        r.cache_only = true;
+        r
     }
 
     /// The final answer, once there is one.
@@ -559,6 +588,7 @@ impl Resolution {
                             rcode: ResponseCode::NoError,
                             answers: rs,
                             authority: Vec::new(),
+                            additional: Vec::new(),
                             from_cache: true,
                         });
                         continue;
@@ -568,6 +598,7 @@ impl Resolution {
                             rcode: ResponseCode::NoError,
                             answers: Vec::new(),
                             authority: vec![soa],
+                            additional: Vec::new(),
                             from_cache: true,
                         });
                         continue;
@@ -577,6 +608,7 @@ impl Resolution {
                             rcode: ResponseCode::NXDomain,
                             answers: Vec::new(),
                             authority: vec![soa],
+                            additional: Vec::new(),
                             from_cache: true,
                         });
                         continue;
@@ -608,6 +640,19 @@ impl Resolution {
                 } else {
                     None
                 };
+                if self.cache_only {
+                    let (authority, additional) = referral_from_cache(ctx, &zone.name, now);
+                    let answers = std::mem::take(&mut f.chain);
+                    ctx.stats.cache_only_referrals += 1;
+                    self.finish(Answer {
+                        rcode: ResponseCode::NoError,
+                        answers,
+                        authority,
+                        additional,
+                        from_cache: true,
+                    });
+                    return;
+                }
                 f.zone = Some(zone);
             }
             // Choose a server in the current zone.
@@ -890,6 +935,7 @@ impl Resolution {
                     rcode: ResponseCode::NoError,
                     answers: data,
                     authority: Vec::new(),
+                    additional: Vec::new(),
                     from_cache: false,
                 });
                 return;
@@ -927,6 +973,7 @@ impl Resolution {
                 rcode: ResponseCode::NXDomain,
                 answers: Vec::new(),
                 authority: soa.into_iter().collect(),
+                additional: Vec::new(),
                 from_cache: false,
             });
             return;
@@ -953,6 +1000,7 @@ impl Resolution {
                 rcode: ResponseCode::NoError,
                 answers: Vec::new(),
                 authority: soa.into_iter().collect(),
+                additional: Vec::new(),
                 from_cache: false,
             });
         }
@@ -1049,6 +1097,40 @@ impl Frame {
         }
     }
 }
+
+/// The NS set of `zone` and the addresses of its names, as the cache (or,
+/// for the root, the hints) knows them: a referral given without asking.
+fn referral_from_cache(ctx: &mut Context, zone: &Name, now: Instant) -> (Vec<Record>, Vec<Record>) {
+    let ns: Vec<Record> = match ctx.cache.peek(zone, RecordType::NS, DNSClass::IN, now) {
+        Lookup::Hit(rs) => rs,
+        _ if zone.is_root() => ctx
+            .hints
+            .servers
+            .iter()
+            .map(|s| Record::from_rdata(Name::root(), HINTS_TTL, RData::NS(NS(lower(&s.name)))))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut glue = Vec::new();
+    for n in ns.iter().filter_map(rdata_name).map(lower) {
+        match ctx.cache.peek(&n, RecordType::A, DNSClass::IN, now) {
+            Lookup::Hit(rs) => glue.extend(rs),
+            _ if zone.is_root() => {
+                let hint = ctx.hints.servers.iter().find(|s| lower(&s.name) == n);
+                for a in hint.into_iter().flat_map(|s| s.addrs.iter()) {
+                    if let IpAddr::V4(v4) = a {
+                        glue.push(Record::from_rdata(n.clone(), HINTS_TTL, RData::A(A(*v4))));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (ns, glue)
+}
+
+/// The TTL named.root gives the root NS set and its addresses.
+const HINTS_TTL: u32 = 3_600_000;
 
 fn cached_addrs(ctx: &mut Context, name: &Name, now: Instant) -> Vec<IpAddr> {
     let mut v = Vec::new();
@@ -1794,5 +1876,51 @@ mod tests {
         );
         assert_eq!(ans.rcode, ResponseCode::ServFail);
         assert_eq!(log.len(), 3);
+    }
+
+    /// A cache-only resolution (RD=0) of `name`: its answer, and whether it
+    /// wanted to send anything.
+    fn cached(c: &mut Context, name: &str, ty: RecordType) -> (Answer, bool) {
+        let now = Instant::from_secs(1001);
+        let mut res = Resolution::cache_only(&n(name), ty, c, now);
+        let sent = res.poll_transmit(c, now).is_some();
+        (
+            res.into_result().expect("a cache-only answer at once"),
+            sent,
+        )
+    }
+
+    #[test]
+    fn cache_only_answers_from_the_cache_or_refers_from_it_without_a_query() {
+        let mut c = ctx(ResolverConfig::default());
+        // Nothing cached: a referral to the root, from the hints.
+        let (a, sent) = cached(&mut c, "www.alpha.test.", RecordType::A);
+        assert!(!sent);
+        assert_eq!((a.rcode, a.answers.len()), (ResponseCode::NoError, 0));
+        assert_eq!(a.authority[0].name(), &Name::root());
+        assert_eq!(addrs_of(&a.additional), vec!["127.0.0.2"]);
+        run(
+            &mut c,
+            &Fake::hierarchy(),
+            "www.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        // Cached: the answer itself.
+        let (a, sent) = cached(&mut c, "www.alpha.test.", RecordType::A);
+        assert!(!sent && a.from_cache);
+        assert_eq!(addrs(&a), vec!["192.0.2.1"]);
+        // Not cached, but its zone is: a referral to alpha.test. with glue.
+        let (a, sent) = cached(&mut c, "other.alpha.test.", RecordType::A);
+        assert!(!sent);
+        assert!(a.answers.is_empty());
+        assert_eq!(a.authority[0].name(), &n("alpha.test."));
+        assert_eq!(a.authority[0].record_type(), RecordType::NS);
+        assert!(!a.additional.is_empty());
+        assert_eq!(c.stats.cache_only_referrals, 2);
+    }
+
+    fn addrs_of(rs: &[Record]) -> Vec<String> {
+        rs.iter().map(|r| r.data().to_string()).collect()
     }
 }

@@ -6,7 +6,10 @@
 //! each UDP question (up to [`MAX_UDP_WORKERS`] at once) and each TCP
 //! connection gets its own thread and [`StackTransport`], sharing the cache.
 //!
-//! Rules: RA is set on every response; a request that is not a standard
+//! Rules: RA is set on every response; a request with RD=0 is answered from
+//! the cache alone, never upstream (Unbound's `allow_snoop`: the cached
+//! answer, or a referral to the closest cached delegation with its glue);
+//! a request that is not a standard
 //! QUERY gets REFUSED; a request that does not parse (but has a header) or
 //! does not carry exactly one question gets FORMERR; responses (QR set) and
 //! runts are dropped. Over UDP an answer larger than the client's limit (512
@@ -42,6 +45,8 @@ pub struct ServerStats {
     pub cache_answers: AtomicU64,
     /// Queries our resolver sent upstream (UDP and TCP).
     pub upstream_queries: AtomicU64,
+    /// Requests with RD=0, answered from the cache alone (never upstream).
+    pub cache_only: AtomicU64,
 }
 
 fn error_response(
@@ -70,7 +75,7 @@ fn error_response(
 pub fn respond(
     req: &[u8],
     udp: bool,
-    mut resolve: impl FnMut(&Name, RecordType) -> Answer,
+    mut resolve: impl FnMut(&Name, RecordType, bool) -> Answer,
 ) -> Option<Vec<u8>> {
     if req.len() < 12 {
         return None;
@@ -113,10 +118,11 @@ pub fn respond(
     }
     let mut name = q.name().to_lowercase();
     name.set_fqdn(true);
-    let a = resolve(&name, q.query_type());
+    let a = resolve(&name, q.query_type(), rd);
     let mut m = error_response(id, op, rd, a.rcode, Some(&msg));
     m.add_answers(a.answers.iter().cloned());
     m.add_name_servers(a.authority.iter().cloned());
+    m.add_additionals(a.additional.iter().cloned());
     let limit = match msg.extensions() {
         Some(e) => {
             let mut o = Edns::new();
@@ -149,7 +155,11 @@ pub fn serve(
 ) -> io::Result<()> {
     let udp = UdpSocket::bind(net, port)?;
     let tcp = TcpListener::bind(net, port)?;
-    let resolve = |name: &Name, rtype: RecordType| -> Answer {
+    let resolve = |name: &Name, rtype: RecordType, rd: bool| -> Answer {
+        if !rd {
+            stats.cache_only.fetch_add(1, Ordering::Relaxed);
+            return resolver.resolve_cached(name, rtype);
+        }
         let mut t = StackTransport::new(net);
         let a = resolver.resolve(&mut t, name, rtype);
         let sent = t.queries_sent();
@@ -235,7 +245,7 @@ fn serve_tcp(
     conn: TcpStream,
     stats: &ServerStats,
     stop: &AtomicBool,
-    resolve: impl Fn(&Name, RecordType) -> Answer + Copy,
+    resolve: impl Fn(&Name, RecordType, bool) -> Answer + Copy,
 ) -> io::Result<()> {
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
     let _ = conn.set_nodelay(true);
@@ -300,7 +310,7 @@ mod tests {
         m.to_vec().unwrap()
     }
 
-    fn one_a(_: &Name, _: RecordType) -> Answer {
+    fn one_a(_: &Name, _: RecordType, _: bool) -> Answer {
         Answer {
             rcode: ResponseCode::NoError,
             answers: vec![Record::from_rdata(
@@ -309,11 +319,12 @@ mod tests {
                 RData::A(A::new(192, 0, 2, 1)),
             )],
             authority: vec![],
+            additional: Vec::new(),
             from_cache: false,
         }
     }
 
-    fn big(_: &Name, _: RecordType) -> Answer {
+    fn big(_: &Name, _: RecordType, _: bool) -> Answer {
         let s = "x".repeat(200);
         Answer {
             rcode: ResponseCode::NoError,
@@ -327,6 +338,7 @@ mod tests {
                 })
                 .collect(),
             authority: vec![],
+            additional: Vec::new(),
             from_cache: false,
         }
     }
@@ -352,9 +364,9 @@ mod tests {
         respond(
             &query("WWW.Alpha.TEST.", RecordType::A, None),
             true,
-            |nm, t| {
+            |nm, t, rd| {
                 seen = Some((nm.clone(), t));
-                one_a(nm, t)
+                one_a(nm, t, rd)
             },
         );
         let (nm, t) = seen.unwrap();
@@ -366,7 +378,7 @@ mod tests {
     fn non_query_opcode_is_refused() {
         let mut m = Message::from_vec(&query("x.test.", RecordType::A, None)).unwrap();
         m.set_op_code(OpCode::Update);
-        let out = respond(&m.to_vec().unwrap(), true, |_, _| panic!("not resolved")).unwrap();
+        let out = respond(&m.to_vec().unwrap(), true, |_, _, _| panic!("not resolved")).unwrap();
         let r = Message::from_vec(&out).unwrap();
         assert_eq!(r.response_code(), ResponseCode::Refused);
         assert!(r.recursion_available());
@@ -376,7 +388,7 @@ mod tests {
     fn malformed_request_gets_formerr_with_its_id() {
         let mut b = query("x.test.", RecordType::A, None);
         b.truncate(b.len() - 3);
-        let out = respond(&b, true, |_, _| panic!("not resolved")).unwrap();
+        let out = respond(&b, true, |_, _, _| panic!("not resolved")).unwrap();
         assert_eq!(&out[..2], &[0x12, 0x34]);
         assert_eq!(out[3] & 0x0f, 1, "FORMERR");
         assert!(out[2] & 0x80 != 0, "QR");
@@ -386,7 +398,7 @@ mod tests {
     fn two_questions_get_formerr() {
         let mut m = Message::from_vec(&query("x.test.", RecordType::A, None)).unwrap();
         m.add_query(Query::query(n("y.test."), RecordType::A));
-        let out = respond(&m.to_vec().unwrap(), true, |_, _| panic!("not resolved")).unwrap();
+        let out = respond(&m.to_vec().unwrap(), true, |_, _, _| panic!("not resolved")).unwrap();
         assert_eq!(
             Message::from_vec(&out).unwrap().response_code(),
             ResponseCode::FormErr
@@ -446,7 +458,7 @@ mod tests {
     #[test]
     fn zone_transfer_and_any_are_refused() {
         for t in [RecordType::AXFR, RecordType::ANY] {
-            let out = respond(&query("alpha.test.", t, None), false, |_, _| {
+            let out = respond(&query("alpha.test.", t, None), false, |_, _, _| {
                 panic!("not resolved")
             })
             .unwrap();
@@ -455,5 +467,57 @@ mod tests {
                 ResponseCode::Refused
             );
         }
+    }
+
+    #[test]
+    fn rd_bit_is_passed_to_the_resolver_and_echoed() {
+        let mut b = query("www.alpha.test.", RecordType::A, None);
+        b[2] &= !0x01;
+        let mut asked = None;
+        let out = respond(&b, true, |nm, t, rd| {
+            asked = Some(rd);
+            one_a(nm, t, rd)
+        })
+        .unwrap();
+        assert_eq!(
+            asked,
+            Some(false),
+            "RD=0 reaches the resolver as cache-only"
+        );
+        let m = Message::from_vec(&out).unwrap();
+        assert!(!m.recursion_desired() && m.recursion_available());
+    }
+
+    #[test]
+    fn referral_glue_goes_in_the_additional_section() {
+        let out = respond(
+            &query("www.alpha.test.", RecordType::A, None),
+            true,
+            |_, _, _| Answer {
+                rcode: ResponseCode::NoError,
+                answers: vec![],
+                authority: vec![Record::from_rdata(
+                    n("test."),
+                    300,
+                    RData::NS(hickory_proto::rr::rdata::NS(n("ns1.nic.test."))),
+                )],
+                additional: vec![Record::from_rdata(
+                    n("ns1.nic.test."),
+                    300,
+                    RData::A(A::new(192, 0, 2, 3)),
+                )],
+                from_cache: true,
+            },
+        )
+        .unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(
+            (
+                m.answers().len(),
+                m.name_servers().len(),
+                m.additionals().len()
+            ),
+            (0, 1, 1)
+        );
     }
 }
