@@ -52,12 +52,11 @@ impl StackConfig {
         StackConfig {
             addr,
             mtu: 1500,
-            // Offer SACK-permitted: as a receiver we send SACK blocks, so a
-            // peer such as the kernel recovers from several losses per
-            // window at once. (As a sender we do not yet act on the
-            // peer's blocks; RFC 2018 lets a sender ignore them.)
+            // Offer SACK (RFC 2018; as a sender we recover with RFC 6675)
+            // and timestamps (RFC 7323: RTT samples under loss, PAWS).
             tcp: TcpConfig {
                 sack: true,
+                timestamps: true,
                 ..TcpConfig::default()
             },
             ip: Ipv4Config::new(addr),
@@ -497,7 +496,8 @@ impl Stack {
         l.embryonic += 1;
         let local = SocketAddrV4::new(self.config.addr, l.port);
         let isn = self.isn.isn(now, local, remote);
-        let tcb = Tcb::accept(&self.config.tcp, local, remote, syn, isn, now);
+        let mut tcb = Tcb::accept(&self.config.tcp, local, remote, syn, isn, now);
+        tcb.set_ts_offset(self.rng.next_u32());
         let state = tcb.state();
         let h = self.alloc(Socket::Tcp(Box::new(TcpSocket {
             tcb,
@@ -905,7 +905,8 @@ impl Stack {
         })?;
         let local = SocketAddrV4::new(self.config.addr, port);
         let isn = self.isn.isn(now, local, remote);
-        let tcb = Tcb::connect(&self.config.tcp, local, remote, isn, now);
+        let mut tcb = Tcb::connect(&self.config.tcp, local, remote, isn, now);
+        tcb.set_ts_offset(self.rng.next_u32());
         let state = tcb.state();
         let h = self.alloc(Socket::Tcp(Box::new(TcpSocket {
             tcb,

@@ -28,6 +28,7 @@ use super::assembler::Assembler;
 use super::buffer::RingBuffer;
 use super::cc::{self, CongestionControl};
 use super::rtt::RttEstimator;
+use super::sack::{NextSeg, Scoreboard, DUP_THRESH};
 use super::seq::SeqNum;
 use super::{State, TcpConfig, TcpError, TcpStats};
 use crate::time::{Duration, Instant};
@@ -46,9 +47,10 @@ const MIN_MSS: usize = 48;
 const TS_OPTION_LEN: usize = 12;
 /// Out-of-order ranges the receive side tracks.
 const MAX_OOO_RANGES: usize = 32;
-/// RFC 5961 §7: challenge ACKs per connection per second.
-const CHALLENGE_ACK_LIMIT: u32 = 10;
+/// RFC 5961 §7: the challenge ACK limit (`TcpConfig::challenge_ack_limit`) counts per this period.
 const CHALLENGE_ACK_PERIOD: Duration = Duration::from_secs(1);
+/// RFC 7323 §5.5: TS.Recent expires after 24 days without an update.
+const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 /// Largest window field value without scaling.
 const MAX_WINDOW_UNSCALED: usize = 65535;
 
@@ -61,8 +63,11 @@ enum Out {
     RstReply(SeqNum, Option<SeqNum>),
     Syn,
     SynAck,
-    /// Retransmit the segment at SND.UNA (fast retransmit, partial ACK).
+    /// Retransmit a segment: the one at SND.UNA (fast retransmit, partial
+    /// ACK) or a hole RFC 6675 NextSeg() rule 1 or 3 chose.
     Retransmit(SeqNum, usize, bool),
+    /// RFC 6675 NextSeg() rule 4: the rescue retransmission.
+    Rescue(SeqNum, usize, bool),
     /// Data and/or FIN at SND.NXT (new, or go-back-N after a timeout).
     Data(SeqNum, usize, bool),
     Ack,
@@ -127,11 +132,18 @@ pub struct Tcb {
     /// Both SYNs carried window scale (RFC 7323 §2.2).
     ws_ok: bool,
     sack_ok: bool,
-    /// Highest right edge of any SACK block the peer has sent (RFC 6675's
-    /// "SACK blocks the sender has not seen before" for duplicate ACKs).
-    sack_high: Option<SeqNum>,
+    /// The sender's SACK scoreboard (RFC 6675), SACKed ranges above SND.UNA.
+    sb: Scoreboard,
     ts_ok: bool,
+    /// RFC 7323 §4.3 TS.Recent: the TSval we echo (and PAWS compares against).
     ts_recent: u32,
+    /// When TS.Recent was last set (RFC 7323 §5.5: invalid after 24 days idle).
+    ts_recent_age: Instant,
+    /// Added to our millisecond clock in TSval, so TSvals do not reveal the
+    /// stack's clock (set per connection by the owner, [`Tcb::set_ts_offset`]).
+    ts_offset: u32,
+    /// RFC 7323 §4.3 Last.ACK.sent: the ACK field of the last segment we sent.
+    last_ack_sent: SeqNum,
 
     // ----- timers -----
     rtx_at: Option<Instant>,
@@ -237,9 +249,12 @@ impl Tcb {
             last_ooo: None,
             ws_ok: false,
             sack_ok: false,
-            sack_high: None,
+            sb: Scoreboard::new(isn),
             ts_ok: false,
             ts_recent: 0,
+            ts_recent_age: now,
+            ts_offset: 0,
+            last_ack_sent: SeqNum(0),
             rtx_at: None,
             persist_at: None,
             delack_at: None,
@@ -329,6 +344,7 @@ impl Tcb {
         self.ts_ok = self.cfg.timestamps && opts.timestamps.is_some();
         if let Some((tsval, _)) = opts.timestamps {
             self.ts_recent = tsval;
+            self.ts_recent_age = self.now;
         }
         let ceiling = (self.cfg.mss as usize).max(MIN_MSS);
         let opt = if self.ts_ok { TS_OPTION_LEN } else { 0 };
@@ -394,7 +410,7 @@ impl Tcb {
                 self.max_snd_wnd = self.snd_wnd;
                 self.snd_wl1 = seg.seq;
                 self.snd_wl2 = ack;
-                self.on_new_ack(now, ack, 0);
+                self.on_new_ack(now, ack, 0, None);
                 self.ack_now = true;
                 // Data or FIN on the SYN-ACK: continue at the sixth step.
                 if !seg.payload.is_empty() || seg.fin {
@@ -447,6 +463,29 @@ impl Tcb {
             return;
         }
 
+        // RFC 7323 §5.3 R1 (PAWS), before the acceptability test: a
+        // non-RST segment whose TSval is older than TS.Recent is an old
+        // duplicate (or forged): drop it and send an ACK. TS.Recent is
+        // invalid after 24 days without an update (§5.5).
+        if self.ts_ok && !seg.rst {
+            match seg.options.timestamps {
+                // §3.2: once negotiated, a non-RST segment without TSopt
+                // SHOULD be silently dropped.
+                None => {
+                    self.stats.unacceptable_segs += 1;
+                    return;
+                }
+                Some((tsval, _)) => {
+                    if ts_before(tsval, self.ts_recent) && self.ts_recent_valid(now) {
+                        self.stats.paws_rejected += 1;
+                        self.ack_now = true;
+                        self.urgent_ack = true;
+                        return;
+                    }
+                }
+            }
+        }
+
         // First: sequence number acceptability (four cases).
         let seg_len = payload.len() + syn as usize + fin as usize;
         let rcv_wnd = self.rcv_adv - self.rcv_nxt;
@@ -475,9 +514,13 @@ impl Tcb {
         }
         if self.ts_ok {
             if let Some((tsval, _)) = seg.options.timestamps {
-                // RFC 7323 §4.3: remember TSval of the segment that covers Last.ACK.sent.
-                if seq <= self.rcv_nxt {
+                // RFC 7323 §4.3 (3): SEG.TSval >= TS.Recent and SEG.SEQ <=
+                // Last.ACK.sent: TSval becomes TS.Recent (the TSval of the
+                // segment that advanced our left edge is what we echo).
+                let newer = !ts_before(tsval, self.ts_recent) || !self.ts_recent_valid(now);
+                if newer && seq <= self.last_ack_sent {
                     self.ts_recent = tsval;
+                    self.ts_recent_age = now;
                 }
             }
         }
@@ -521,7 +564,8 @@ impl Tcb {
         }
         let pure = payload.is_empty() && !fin;
         let new_sack = self.note_sack_blocks(&seg.options.sack_blocks);
-        self.process_ack(now, seq, ack, seg.window, pure, new_sack);
+        let tsecr = seg.options.timestamps.map(|t| t.1);
+        self.process_ack(now, seq, ack, seg.window, pure, new_sack, tsecr);
         match self.state {
             State::FinWait1 if self.fin_acked() => {
                 self.state = State::FinWait2;
@@ -571,28 +615,55 @@ impl Tcb {
         self.error = err;
     }
 
-    /// ACK processing of the fifth step for an acceptable SEG.ACK.
-    /// Remember the highest SACKed sequence number; true if these blocks
-    /// report data beyond anything SACKed before.
+    /// RFC 6675 `Update()`: record the segment's SACK blocks on the
+    /// scoreboard; true if they SACK a byte not SACKed before (what makes
+    /// an ACK a duplicate under RFC 6675 §2). Blocks outside
+    /// [SND.UNA, SND.MAX) are ignored (RFC 2018: nothing beyond what we
+    /// sent can be SACKed; D-SACKs below SND.UNA carry no loss information).
     fn note_sack_blocks(&mut self, blocks: &[Option<(SeqNum, SeqNum)>; 4]) -> bool {
         if !self.sack_ok {
             return false;
         }
         let mut new = false;
-        for &(left, right) in blocks.iter().flatten() {
-            // Ignore blocks outside what we sent (RFC 2018 §8: a receiver
-            // may not SACK beyond SND.MAX; such blocks are bogus).
-            if right <= left || left < self.snd_una || right > self.snd_max {
-                continue;
-            }
-            if self.sack_high.is_none_or(|h| right > h) {
-                self.sack_high = Some(right);
-                new = true;
-            }
+        for &b in blocks.iter().flatten() {
+            new |= self.sb.add(self.snd_una, self.snd_max, b);
         }
         new
     }
 
+    /// RFC 7323 §5.5: TS.Recent is valid for 24 days after it was set.
+    fn ts_recent_valid(&self, now: Instant) -> bool {
+        now - self.ts_recent_age <= PAWS_IDLE
+    }
+
+    /// Our TSval now: the millisecond clock plus this connection's offset.
+    fn ts_val(&self, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// SACK-based loss recovery (RFC 6675) is running.
+    fn sack_recovery(&self) -> bool {
+        self.in_recovery && self.sack_ok
+    }
+
+    /// RFC 6675 §5 (4.1–4.3) / RFC 6582 §3.2 step 2: enter loss recovery.
+    fn enter_recovery(&mut self, now: Instant) {
+        let flight = self.snd_max - self.snd_una;
+        self.in_recovery = true;
+        // RecoveryPoint = HighData (exclusive here: SND.MAX).
+        self.recover = Some(self.snd_max);
+        self.cc.on_congestion_event(now, flight);
+        self.inflation = if self.sack_ok { 0 } else { 3 * self.snd_mss };
+        self.sb.high_rxt = self.snd_una;
+        self.sb.rescue_rxt = None;
+        // (4.3) retransmit the first segment at once, whatever pipe says.
+        self.rtx_pending = true;
+        self.rtt_sample = None;
+        self.stats.fast_retransmits += 1;
+        self.stats.recoveries += 1;
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn process_ack(
         &mut self,
         now: Instant,
@@ -601,11 +672,12 @@ impl Tcb {
         window: u16,
         pure: bool,
         new_sack: bool,
+        tsecr: Option<u32>,
     ) {
         let wnd = (window as usize) << self.snd_wscale;
         let flight_before = self.snd_max - self.snd_una;
         if ack > self.snd_una {
-            self.on_new_ack(now, ack, flight_before);
+            self.on_new_ack(now, ack, flight_before, tsecr);
         } else if ack == self.snd_una
             && pure
             && self.snd_max != self.snd_una
@@ -635,10 +707,22 @@ impl Tcb {
             }
         }
         self.probes_out = 0;
+        // RFC 6675 §5: recovery also begins when IsLost(HighACK + 1), even
+        // before DupThresh duplicate ACKs (for example when ACKs were lost
+        // or one ACK SACKs several segments).
+        if self.sack_ok
+            && !self.in_recovery
+            && self.synchronized_sender()
+            && self.snd_una < self.snd_max
+            && self.recover.is_none_or(|r| self.snd_una >= r)
+            && self.sb.is_lost(self.snd_una, self.snd_mss)
+        {
+            self.enter_recovery(now);
+        }
     }
 
     /// SND.UNA < ack <= SND.MAX.
-    fn on_new_ack(&mut self, now: Instant, ack: SeqNum, flight_before: usize) {
+    fn on_new_ack(&mut self, now: Instant, ack: SeqNum, flight_before: usize, tsecr: Option<u32>) {
         let acked = ack - self.snd_una;
         // Sequence space acknowledged, less our SYN (not data for the window).
         let cc_acked = acked - (self.snd_una == self.iss) as usize;
@@ -649,6 +733,7 @@ impl Tcb {
             self.stats.bytes_acked += n as u64;
         }
         self.snd_una = ack;
+        self.sb.advance(ack);
         if self.snd_nxt < ack {
             self.snd_nxt = ack;
         }
@@ -658,16 +743,33 @@ impl Tcb {
                 self.rtt.sample(now - sent);
                 self.rtt_sample = None;
             }
+        } else if let Some(ecr) = tsecr.filter(|&e| self.ts_ok && e != 0) {
+            // RFC 7323 §4.1 RTTM: no segment is being timed (a
+            // retransmission cleared it), so take the sample the echoed
+            // timestamp gives; retransmissions are unambiguous here because
+            // the receiver echoes the TSval of the segment that advanced
+            // its window. Scaled by the samples per window (Appendix G).
+            let d = self.ts_val(now).wrapping_sub(ecr);
+            let max_ms = self.cfg.rto_max.as_millis() as u64;
+            if (d as i32) >= 0 && u64::from(d) <= max_ms {
+                let expected = flight_before.div_ceil(2 * self.snd_mss).max(1);
+                self.rtt
+                    .sample_scaled(Duration::from_millis(u64::from(d)), expected as u32);
+            }
         }
         self.retries = 0;
         self.rtt.reset_backoff();
         if self.in_recovery {
             let recover = self.recover.unwrap_or(self.snd_max);
             if ack >= recover {
-                // RFC 6582 §3.2 step 3: full acknowledgment, exit recovery
-                // with cwnd = ssthresh (the controller's window).
+                // RFC 6582 §3.2 step 3 / RFC 6675 §5: a cumulative ACK
+                // beyond RecoveryPoint ends recovery, with cwnd = ssthresh
+                // (the controller's window).
                 self.in_recovery = false;
                 self.inflation = 0;
+            } else if self.sack_ok {
+                // RFC 6675: NextSeg() picks the holes to repair as pipe
+                // allows (see `next_output`); nothing to do per ACK.
             } else {
                 // Partial acknowledgment: retransmit the next hole, deflate
                 // by the amount acknowledged, add back one MSS.
@@ -703,21 +805,16 @@ impl Tcb {
         self.dup_acks += 1;
         self.stats.dup_acks += 1;
         if self.in_recovery {
-            // RFC 5681 §3.2 step 4: inflate for each segment that left the network.
-            self.inflation += self.snd_mss;
+            // RFC 5681 §3.2 step 4: inflate for each segment that left the
+            // network (with SACK, pipe accounts for it instead).
+            if !self.sack_ok {
+                self.inflation += self.snd_mss;
+            }
             return;
         }
-        if self.dup_acks == 3 && self.recover.is_none_or(|r| self.snd_una >= r) {
-            // RFC 6582 §3.2 step 2: enter fast recovery.
-            let flight = self.snd_max - self.snd_una;
-            self.in_recovery = true;
-            self.recover = Some(self.snd_max);
-            self.cc.on_congestion_event(now, flight);
-            self.inflation = 3 * self.snd_mss;
-            self.rtx_pending = true;
-            self.rtt_sample = None;
-            self.stats.fast_retransmits += 1;
-            self.stats.recoveries += 1;
+        if self.dup_acks as usize == DUP_THRESH && self.recover.is_none_or(|r| self.snd_una >= r) {
+            // RFC 6582 §3.2 step 2 / RFC 6675 §5: enter loss recovery.
+            self.enter_recovery(now);
         }
     }
 
@@ -861,7 +958,7 @@ impl Tcb {
             self.challenge_start = now;
             self.challenge_count = 0;
         }
-        if self.challenge_count < CHALLENGE_ACK_LIMIT {
+        if self.challenge_count < self.cfg.challenge_ack_limit {
             self.challenge_count += 1;
             self.stats.challenge_acks += 1;
             self.ack_now = true;
@@ -941,6 +1038,12 @@ impl Tcb {
         self.in_recovery = false;
         self.inflation = 0;
         self.dup_acks = 0;
+        // RFC 6675 §5.1 / RFC 2018 §8: the receiver may have reneged on
+        // what it SACKed, so forget the scoreboard; the go-back-N resend
+        // uses only SACK information that arrives from now on.
+        self.sb.clear();
+        self.sb.high_rxt = self.snd_una;
+        self.sb.rescue_rxt = None;
         // The earliest segment goes out even into a zero window (§3.8.6.1:
         // retransmit regardless), then go-back-N within the window.
         self.rtx_pending = !syn_state;
@@ -1036,63 +1139,120 @@ impl Tcb {
     }
 
     /// The data/FIN segment to send at SND.NXT now, if any (window, Nagle and
-    /// sender SWS avoidance of RFC 9293 §3.8.6.2.1 applied).
+    /// sender SWS avoidance of RFC 9293 §3.8.6.2.1 applied). During SACK
+    /// recovery the congestion window bounds pipe (RFC 6675), not the
+    /// flight; when resending after a timeout (SND.NXT < SND.MAX) bytes the
+    /// peer SACKed since are skipped (RFC 6675 §5.1: use the SACK
+    /// information that arrives during the recovery after an RTO).
     fn data_to_send(&self) -> Option<(SeqNum, usize, bool)> {
         if !self.synchronized_sender() {
             return None;
         }
         let data_end = self.snd_buf_seq + self.send_buf.len();
-        if self.snd_nxt > data_end {
+        let mut nxt = self.snd_nxt;
+        if nxt < self.snd_max {
+            if let Some((_, r)) = self.sb.range_at(nxt) {
+                nxt = if r < self.snd_max { r } else { self.snd_max };
+            }
+        }
+        if nxt > data_end {
             return None; // only our FIN is outstanding
         }
-        let unsent = data_end - self.snd_nxt;
-        let wnd = self.snd_wnd.min(self.cwnd());
-        let edge = self.snd_una + wnd.min(1 << 30);
-        let usable = if edge > self.snd_nxt {
-            edge - self.snd_nxt
+        let unsent = data_end - nxt;
+        let wnd_edge = self.snd_una + self.snd_wnd.min(1 << 30);
+        let by_wnd = if wnd_edge > nxt { wnd_edge - nxt } else { 0 };
+        let usable = if self.sack_recovery() {
+            let room = self.cc.cwnd().saturating_sub(self.sb.pipe(
+                self.snd_una,
+                self.snd_max,
+                self.snd_mss,
+            ));
+            if room < self.snd_mss.min(unsent.max(1)) {
+                0
+            } else {
+                by_wnd.min(room)
+            }
         } else {
-            0
+            let wnd = self.snd_wnd.min(self.cwnd());
+            let edge = self.snd_una + wnd.min(1 << 30);
+            if edge > nxt {
+                edge - nxt
+            } else {
+                0
+            }
         };
-        let want = unsent.min(usable).min(self.snd_mss);
+        let mut want = unsent.min(usable).min(self.snd_mss);
+        if nxt < self.snd_max {
+            if let Some(l) = self.sb.next_sacked_after(nxt) {
+                want = want.min(l - nxt);
+            }
+        }
         let len = if want > 0 {
-            let off = self.snd_nxt - self.snd_buf_seq;
+            let off = nxt - self.snd_buf_seq;
             self.send_buf.get_allocated(off, want).len()
         } else {
             0
         };
-        let fin = self.fin_queued && self.snd_nxt + len == data_end;
+        let fin = self.fin_queued && nxt + len == data_end;
         if len == 0 {
-            return fin.then_some((self.snd_nxt, 0, true));
+            return fin.then_some((nxt, 0, true));
         }
-        let retransmission = self.snd_nxt < self.snd_max;
+        let retransmission = nxt < self.snd_max;
         let send = retransmission
             || fin
             || want == self.snd_mss
             || self.force_send
             || ((self.cfg.nodelay || self.snd_una == self.snd_max) && want == unsent)
             || (self.max_snd_wnd > 0 && want >= self.max_snd_wnd / 2);
-        send.then_some((self.snd_nxt, len, fin))
+        send.then_some((nxt, len, fin))
     }
 
     /// The segment at SND.UNA for a fast retransmission.
     fn retransmit_segment(&self) -> Option<(SeqNum, usize, bool)> {
-        if !self.synchronized_sender() || self.snd_una == self.snd_max {
+        self.segment_at(self.snd_una, self.snd_mss)
+    }
+
+    /// Up to `max` bytes of sent data at `seq` (SND.UNA <= seq < SND.MAX),
+    /// with our FIN if the segment reaches it and it was sent.
+    fn segment_at(&self, seq: SeqNum, max: usize) -> Option<(SeqNum, usize, bool)> {
+        if !self.synchronized_sender() || seq < self.snd_una || seq >= self.snd_max {
             return None;
         }
         let data_end = self.snd_buf_seq + self.send_buf.len();
         let fin_sent = self.fin_queued && self.snd_max > data_end;
-        if self.snd_una < data_end {
-            let off = self.snd_una - self.snd_buf_seq;
-            let want = (data_end - self.snd_una)
-                .min(self.snd_mss)
-                .min(self.snd_max - self.snd_una);
+        if seq < data_end {
+            let off = seq - self.snd_buf_seq;
+            let want = (data_end - seq)
+                .min(max.min(self.snd_mss))
+                .min(self.snd_max - seq);
             let len = self.send_buf.get_allocated(off, want).len();
-            let fin = fin_sent && self.snd_una + len == data_end;
-            Some((self.snd_una, len, fin))
+            let fin = fin_sent && seq + len == data_end;
+            (len > 0 || fin).then_some((seq, len, fin))
         } else if fin_sent {
-            Some((self.snd_una, 0, true))
+            Some((seq, 0, true))
         } else {
             None
+        }
+    }
+
+    /// RFC 6675 §5 step (C): while cwnd − pipe ≥ 1 SMSS, what NextSeg() says.
+    fn sack_output(&self) -> Option<Out> {
+        let pipe = self.sb.pipe(self.snd_una, self.snd_max, self.snd_mss);
+        if self.cc.cwnd() < pipe + self.snd_mss {
+            return None;
+        }
+        let data = self.data_to_send();
+        match self
+            .sb
+            .next_seg(self.snd_una, self.snd_max, self.snd_mss, data.is_some())?
+        {
+            NextSeg::Retransmit { seq, len } => self
+                .segment_at(seq, len)
+                .map(|(s, l, f)| Out::Retransmit(s, l, f)),
+            NextSeg::NewData => data.map(|(s, l, f)| Out::Data(s, l, f)),
+            NextSeg::Rescue { seq, len } => self
+                .segment_at(seq, len)
+                .map(|(s, l, f)| Out::Rescue(s, l, f)),
         }
     }
 
@@ -1114,7 +1274,11 @@ impl Tcb {
                 return Some(Out::Retransmit(s, l, f));
             }
         }
-        if let Some((s, l, f)) = self.data_to_send() {
+        if self.sack_recovery() {
+            if let Some(out) = self.sack_output() {
+                return Some(out);
+            }
+        } else if let Some((s, l, f)) = self.data_to_send() {
             return Some(Out::Data(s, l, f));
         }
         if self.ack_now {
@@ -1169,16 +1333,36 @@ impl Tcb {
                 self.snd_max = self.snd_max.max(self.snd_nxt);
             }
             Out::Retransmit(seq, len, fin) => {
-                self.rtx_pending = false;
+                let first = std::mem::take(&mut self.rtx_pending);
                 self.stats.retransmits += 1;
+                let end = seq + len + fin as usize;
+                if self.sack_recovery() {
+                    // HighRxt; after the first retransmission of a recovery
+                    // also RescueRxt, so no rescue before it is acknowledged (4.3).
+                    if end > self.sb.high_rxt {
+                        self.sb.high_rxt = end;
+                    }
+                    if first && self.sb.rescue_rxt.is_none() {
+                        self.sb.rescue_rxt = Some(end - 1);
+                    }
+                }
                 seg.seq = seq;
                 seg.len = len;
                 seg.off = seq - self.snd_buf_seq;
                 seg.fin = fin;
-                let end = seq + len + fin as usize;
                 if self.snd_nxt < end {
                     self.snd_nxt = end;
                 }
+            }
+            Out::Rescue(seq, len, fin) => {
+                // RFC 6675 NextSeg() rule 4: RescueRxt = RecoveryPoint;
+                // HighRxt is not moved.
+                self.stats.retransmits += 1;
+                self.sb.rescue_rxt = Some(self.recover.unwrap_or(self.snd_max) - 1);
+                seg.seq = seq;
+                seg.len = len;
+                seg.off = seq - self.snd_buf_seq;
+                seg.fin = fin;
             }
             Out::Data(seq, len, fin) => {
                 self.force_send = false;
@@ -1276,7 +1460,8 @@ impl Tcb {
                 self.cfg.timestamps
             };
             if offer_ts {
-                options.timestamps = Some((ts_now(now), if s.ack { self.ts_recent } else { 0 }));
+                options.timestamps =
+                    Some((self.ts_val(now), if s.ack { self.ts_recent } else { 0 }));
             }
             w as u16
         } else if s.ack {
@@ -1285,9 +1470,10 @@ impl Tcb {
             0
         };
         if !s.syn && self.ts_ok {
-            options.timestamps = Some((ts_now(now), self.ts_recent));
+            options.timestamps = Some((self.ts_val(now), self.ts_recent));
         }
         if s.ack {
+            self.last_ack_sent = self.rcv_nxt;
             self.ack_now = false;
             self.urgent_ack = false;
             self.rcv_unacked = 0;
@@ -1498,6 +1684,14 @@ impl Tcb {
         self.arm_fin2_timer(now);
     }
 
+    /// Offset added to the millisecond clock in our TSvals (RFC 7323 §7.1:
+    /// a random per-connection offset keeps timestamps from revealing the
+    /// host's clock or linking connections). Set before the first
+    /// `poll_transmit`; the owner draws it from its RNG.
+    pub fn set_ts_offset(&mut self, offset: u32) {
+        self.ts_offset = offset;
+    }
+
     pub fn set_nodelay(&mut self, nodelay: bool) {
         self.cfg.nodelay = nodelay;
     }
@@ -1587,8 +1781,9 @@ struct SegSpec {
     len: usize,
 }
 
-fn ts_now(now: Instant) -> u32 {
-    now.total_millis() as u32
+/// `a` is earlier than `b` in timestamp space (RFC 7323 §5.3: modulo 2^32).
+fn ts_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
 }
 
 /// The reset to send for a segment that matched no connection (RFC 9293

@@ -5,6 +5,7 @@
 //! | [`seq`] | sequence-number arithmetic modulo 2^32 |
 //! | [`isn`] | initial sequence numbers (RFC 6528) |
 //! | [`rtt`] | RTT estimation and RTO (RFC 6298) |
+//! | [`sack`] | the sender's SACK scoreboard and loss recovery rules (RFC 6675) |
 //! | [`cc`] | congestion control behind a trait: Reno, CUBIC (RFC 5681, RFC 9438) |
 //! | [`buffer`] | ring buffers for send and receive data |
 //! | [`assembler`] | out-of-order segment tracking |
@@ -19,6 +20,7 @@ pub mod cc;
 pub mod conn;
 pub mod isn;
 pub mod rtt;
+pub mod sack;
 pub mod seq;
 
 pub use cc::CcAlgorithm;
@@ -150,10 +152,13 @@ pub struct TcpConfig {
     pub keepalive_interval: Duration,
     /// Unanswered keep-alive probes before the connection fails with TimedOut (Linux tcp_keepalive_probes = 9).
     pub keepalive_probes: u32,
-    /// Offer SACK-permitted (hook for issue 6; parsed now, not yet used for recovery).
+    /// Offer SACK-permitted (RFC 2018) and, once agreed, recover from loss with RFC 6675.
     pub sack: bool,
-    /// Offer timestamps (hook for issue 6).
+    /// Offer timestamps (RFC 7323: RTTM and PAWS).
     pub timestamps: bool,
+    /// RFC 5961 §7: challenge ACKs per second, counted per connection (a
+    /// stack-wide counter is the side channel of CVE-2016-5696).
+    pub challenge_ack_limit: u32,
 }
 
 impl Default for TcpConfig {
@@ -178,6 +183,7 @@ impl Default for TcpConfig {
             keepalive_probes: 9,
             sack: false,
             timestamps: false,
+            challenge_ack_limit: 10,
         }
     }
 }
@@ -216,6 +222,8 @@ pub struct TcpStats {
     pub fin_wait2_timeouts: u64,
     /// RFC 5961 challenge ACKs sent (after rate limiting).
     pub challenge_acks: u64,
+    /// Segments dropped by PAWS (RFC 7323 §5: timestamp older than TS.Recent).
+    pub paws_rejected: u64,
     pub keepalive_probes: u64,
     /// Fast-recovery episodes (RFC 6582) entered.
     pub recoveries: u64,

@@ -62,6 +62,33 @@ impl RttEstimator {
         self.backoff = 0;
     }
 
+    /// Feed one of several RTT measurements taken in the same window (RFC
+    /// 7323 Appendix G: with timestamps every ACK gives a sample, so the
+    /// gains become alpha' = alpha / n and beta' = beta / n for
+    /// n = ExpectedSamples = ceil(FlightSize / (2·SMSS)), keeping the
+    /// estimator's memory at about one window as RFC 6298 intends).
+    pub fn sample_scaled(&mut self, rtt: Duration, expected_samples: u32) {
+        let n = i128::from(expected_samples.max(1));
+        let Some(srtt) = self.srtt else {
+            self.sample(rtt);
+            return;
+        };
+        let (s, v, r) = (
+            srtt.as_micros() as i128,
+            self.rttvar.as_micros() as i128,
+            rtt.as_micros() as i128,
+        );
+        let v = v + ((s - r).abs() - v) / (4 * n);
+        let s = s + (r - s) / (8 * n);
+        let micros = |x: i128| Duration::from_micros(x.clamp(0, u64::MAX as i128) as u64);
+        self.rttvar = micros(v);
+        let srtt = micros(s);
+        self.srtt = Some(srtt);
+        let rto = srtt.saturating_add(GRANULARITY.max(self.rttvar.saturating_mul(4)));
+        self.base_rto = rto.clamp(self.min_rto, self.max_rto);
+        self.backoff = 0;
+    }
+
     /// The RTO to arm the timer with now, including backoff, clamped to [min, max].
     pub fn rto(&self) -> Duration {
         let shift = self.backoff.min(MAX_BACKOFF_SHIFT);
@@ -108,6 +135,24 @@ mod tests {
 
     fn est() -> RttEstimator {
         RttEstimator::new(ms(1000), Duration::ZERO, ms(60_000))
+    }
+
+    #[test]
+    fn rfc7323_appendix_g_scaled_sample_moves_srtt_by_alpha_over_n() {
+        let mut e = est();
+        e.sample(ms(100));
+        let mut f = e.clone();
+        // n = 1 is exactly RFC 6298's update.
+        e.sample_scaled(ms(180), 1);
+        f.sample(ms(180));
+        assert_eq!(e.srtt(), f.srtt());
+        assert_eq!(e.rttvar(), f.rttvar());
+        // n = 10: SRTT moves by (180-100)/80 = 1 ms, RTTVAR by (80-50)/40.
+        let mut g = est();
+        g.sample(ms(100));
+        g.sample_scaled(ms(180), 10);
+        assert_eq!(g.srtt(), Some(ms(101)));
+        assert_eq!(g.rttvar(), Some(us(50_750)));
     }
 
     #[test]

@@ -619,7 +619,10 @@ fn rfc5961_ack_too_old_is_dropped_with_challenge_ack() {
 
 #[test]
 fn rfc5961_challenge_acks_are_rate_limited() {
-    let (mut tcb, now) = established();
+    let (mut tcb, now) = established_with(&TcpConfig {
+        challenge_ack_limit: 7,
+        ..cfg()
+    });
     let rst = TcpRepr {
         rst: true,
         ..peer(10, 0)
@@ -629,7 +632,7 @@ fn rfc5961_challenge_acks_are_rate_limited() {
         tcb.process(now, &rst);
         acks += recv_all(&mut tcb, now).len();
     }
-    assert_eq!(acks, CHALLENGE_ACK_LIMIT as usize);
+    assert_eq!(acks, 7, "the per-connection limit from TcpConfig");
     tcb.process(now + Duration::from_secs(1), &rst);
     assert_eq!(recv_all(&mut tcb, now + Duration::from_secs(1)).len(), 1);
 }
