@@ -7,7 +7,9 @@
 //! | `storage` | the [`storage::LogStore`] contract raft-rs reads from and the node writes to; an in-memory and a crash-safe on-disk implementation |
 //! | `clock` | Lamport and vector clocks, their compact binary encoding and causality comparison |
 //! | `phi` | the phi-accrual failure detector (suspicion level per peer from heartbeat inter-arrival times) |
+//! | `lincheck` | a linearizability checker for KV histories (Wing–Gong/Porcupine search, per key, unknown outcomes, time budget) |
 
 pub mod clock;
+pub mod lincheck;
 pub mod phi;
 pub mod storage;
