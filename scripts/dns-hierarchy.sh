@@ -15,7 +15,11 @@
 # 127.0.0.0/8. Then root is A.B.C.2, Unbound A.B.C.53, and the root hints
 # file RUNDIR/fix/root.hints.
 #
-#   scripts/dns-hierarchy.sh start RUNDIR [--no-unbound] [--base A.B.C]
+# --proxied "T1 T2 ..." moves the NSD of addresses BASE.T1, BASE.T2, ... to
+# port 5300, leaving BASE.Tn:53 free for a test's own front end (the spoofing
+# test puts a forging proxy there that relays to port 5300).
+#
+#   scripts/dns-hierarchy.sh start RUNDIR [--no-unbound] [--base A.B.C] [--proxied "T..."]
 #   scripts/dns-hierarchy.sh stop RUNDIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,10 +30,12 @@ run=${2:-}
 shift 2 || true
 unbound_on=yes
 base=127.0.0
+proxied=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-unbound) unbound_on=no ;;
     --base) base=${2:?--base needs A.B.C}; shift ;;
+    --proxied) proxied=" ${2:?--proxied needs address tags} "; shift ;;
     *) echo "dns-hierarchy: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,9 +57,9 @@ stop() {
   done
 }
 
-wait_port() { # addr: until something answers a DNS query there
+wait_port() { # addr [port]: until something answers a DNS query there
   for _ in $(seq 100); do
-    if dig +time=1 +tries=1 +norecurse -p 53 "@$1" . SOA >/dev/null 2>&1; then return 0; fi
+    if dig +time=1 +tries=1 +norecurse -p "${2:-53}" "@$1" . SOA >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
   echo "dns-hierarchy: server on $1 did not come up; see $run/*.log" >&2
@@ -90,12 +96,14 @@ start)
   while read -r addr zones; do
     case "$addr" in ''|\#*) continue ;; esac
     tag=${addr##*.}
+    port=53
+    case "$proxied" in *" $tag "*) port=5300 ;; esac
     conf="$run/nsd-$tag.conf"
     mkdir -p "$run/xfr-$tag"
     cat > "$conf" <<CONF
 server:
     ip-address: $addr
-    port: 53
+    port: $port
     do-ip6: no
     username: ""
     chroot: ""
@@ -118,9 +126,9 @@ CONF
       printf 'zone:\n    name: "%s"\n    zonefile: "%s"\n' "$z" "$fix/$f" >> "$conf"
     done
     nsd -c "$conf"
-    addrs+=("$addr")
+    addrs+=("$addr $port")
   done < "$fix/servers.txt"
-  for a in "${addrs[@]}"; do wait_port "$a"; done
+  for a in "${addrs[@]}"; do wait_port $a; done
   if [ "$unbound_on" = yes ]; then
     sed -e "s|@RUN@|$run|g" -e "s|@FIX@|$fix|g" "$fix/unbound.conf.in" > "$run/unbound.conf"
     unbound -c "$run/unbound.conf"

@@ -111,8 +111,14 @@ pub struct ResolverStats {
     pub queries_sent: u64,
     pub tcp_queries: u64,
     pub responses_accepted: u64,
+    /// Answers from an address other than the server asked.
     pub dropped_wrong_source: u64,
+    /// Answers from the server's address but another port than 53.
+    pub dropped_wrong_port: u64,
     pub dropped_wrong_id: u64,
+    /// The question asked, but not with the case we sent (0x20).
+    pub dropped_wrong_case: u64,
+    /// Another question (name, type or class).
     pub dropped_wrong_question: u64,
     pub dropped_malformed: u64,
     pub dropped_unexpected: u64,
@@ -465,8 +471,12 @@ impl Resolution {
             ctx.stats.dropped_unexpected += 1;
             return;
         };
-        if from != out.server {
+        if from.ip() != out.server.ip() {
             ctx.stats.dropped_wrong_source += 1;
+            return;
+        }
+        if from.port() != out.server.port() {
+            ctx.stats.dropped_wrong_port += 1;
             return;
         }
         let msg = match Message::from_vec(bytes) {
@@ -490,7 +500,15 @@ impl Resolution {
                 && q.query_class() == DNSClass::IN
         };
         if !q_ok {
-            ctx.stats.dropped_wrong_question += 1;
+            let case_only = msg.queries().len() == 1 && {
+                let q = &msg.queries()[0];
+                q.name() == &out.qname && q.query_type() == out.qtype
+            };
+            if case_only {
+                ctx.stats.dropped_wrong_case += 1;
+            } else {
+                ctx.stats.dropped_wrong_question += 1;
+            }
             return;
         }
         let msg = lowercase_names(msg);
@@ -1641,7 +1659,8 @@ mod tests {
             &mut spoof,
         );
         assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
-        assert_eq!(c.stats.dropped_wrong_question, 3);
+        assert_eq!(c.stats.dropped_wrong_case, 3);
+        assert_eq!(c.stats.dropped_wrong_question, 0);
     }
 
     fn flip(s: &str) -> String {
@@ -1699,7 +1718,8 @@ mod tests {
             &mut spoof,
         );
         assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
-        assert_eq!(c.stats.dropped_wrong_source, 6);
+        assert_eq!(c.stats.dropped_wrong_source, 3);
+        assert_eq!(c.stats.dropped_wrong_port, 3);
     }
 
     #[test]
