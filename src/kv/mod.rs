@@ -8,8 +8,10 @@
 //! | `clock` | Lamport and vector clocks, their compact binary encoding and causality comparison |
 //! | `phi` | the phi-accrual failure detector (suspicion level per peer from heartbeat inter-arrival times) |
 //! | `lincheck` | a linearizability checker for KV histories (Wing–Gong/Porcupine search, per key, unknown outcomes, time budget) |
+//! | `transport` | peer links: length-prefixed frames over TCP with mutual TLS (cluster CA), reconnect with capped backoff, bounded drop-oldest queues; on the stack or on kernel TCP |
 
 pub mod clock;
 pub mod lincheck;
 pub mod phi;
 pub mod storage;
+pub mod transport;
