@@ -177,8 +177,14 @@ pub struct SimStats {
     pub polls: u64,
 }
 
+/// A test's look at every packet entering a link: `(now, from, to,
+/// packet)`; returning true drops it (targeted loss, or capture of packets
+/// to replay later with [`Sim::raw_send`]).
+pub type PacketFilter = Box<dyn FnMut(Instant, NodeId, NodeId, &[u8]) -> bool>;
+
 /// A network of stacks in virtual time. See the module documentation.
 pub struct Sim {
+    filter: Option<PacketFilter>,
     seed: u64,
     rng: Rng,
     now: Instant,
@@ -206,6 +212,7 @@ impl Sim {
     /// An empty network at virtual time zero; everything random derives from `seed`.
     pub fn new(seed: u64) -> Sim {
         Sim {
+            filter: None,
             seed,
             rng: Rng::new(seed),
             now: Instant::ZERO,
@@ -329,6 +336,12 @@ impl Sim {
             }
             None => false,
         }
+    }
+
+    /// Install (or remove) the [`PacketFilter`] that sees each routed packet
+    /// before its link does.
+    pub fn set_filter(&mut self, filter: Option<PacketFilter>) {
+        self.filter = filter;
     }
 
     pub fn link_stats(&self, from: NodeId, to: NodeId) -> Option<LinkStats> {
@@ -607,6 +620,12 @@ impl Sim {
             return;
         };
         let now = self.now;
+        if let Some(f) = self.filter.as_mut() {
+            if self.links.contains_key(&(from, to)) && f(now, from, to, &packet) {
+                self.trace_event(b'f', from, to, &packet);
+                return;
+            }
+        }
         let cut = self.is_partitioned(from, to);
         let Some(link) = self.links.get_mut(&(from, to)) else {
             self.stats.unroutable += 1;

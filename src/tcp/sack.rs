@@ -228,7 +228,9 @@ impl Scoreboard {
         smss: usize,
         new_data: bool,
     ) -> Option<NextSeg> {
-        let high_sacked = self.highest_sacked()?;
+        // With no SACK information left (a partial ACK covered it all),
+        // rules 1 and 3 have no candidates; rules 2 and 4 still apply.
+        let high_sacked = self.highest_sacked().unwrap_or(snd_una);
         let start = if self.high_rxt > snd_una {
             self.high_rxt
         } else {
@@ -258,8 +260,13 @@ impl Scoreboard {
         }
         // Rule 4: rescue retransmission, once per recovery (HighACK >
         // RescueRxt or RescueRxt undefined): the highest unSACKed segment.
+        // (Refinement: only if that segment was not retransmitted already,
+        // i.e. lies above HighRxt; resending the hole just repaired helps nobody.)
         if self.rescue_rxt.is_none_or(|r| snd_una > r) {
             let last = self.holes(snd_una, snd_max).last()?;
+            if last.1 <= self.high_rxt {
+                return None;
+            }
             let len = (last.1 - last.0).min(smss);
             return Some(NextSeg::Rescue {
                 seq: last.1 - len,
@@ -397,6 +404,23 @@ mod tests {
         );
         b.rescue_rxt = Some(s(2000));
         assert_eq!(b.next_seg(s(1000), s(2000), MSS, false), None);
+    }
+
+    #[test]
+    fn rfc6675_next_seg_rescue_even_when_no_sack_information_is_left() {
+        let mut b = board(&[]);
+        b.rescue_rxt = Some(s(1099));
+        assert_eq!(
+            b.next_seg(s(1500), s(2000), MSS, false),
+            Some(NextSeg::Rescue {
+                seq: s(1900),
+                len: 100
+            })
+        );
+        assert_eq!(
+            b.next_seg(s(1500), s(2000), MSS, true),
+            Some(NextSeg::NewData)
+        );
     }
 
     #[test]

@@ -1572,6 +1572,358 @@ fn rfc7323_timestamps_echoed_when_negotiated() {
 }
 
 // ----------------------------------------------------------------------
+// SACK-based loss recovery (RFC 6675)
+// ----------------------------------------------------------------------
+
+fn sack_cfg() -> TcpConfig {
+    TcpConfig {
+        sack: true,
+        nodelay: true,
+        ..cfg()
+    }
+}
+
+/// Established with SACK agreed; `queued` bytes queued and the initial
+/// window (10 segments, 10000 bytes) sent.
+fn sack_sent(queued: usize) -> (Tcb, Instant, Vec<Seg>) {
+    let c = sack_cfg();
+    let t0 = Instant::from_secs(100);
+    let mut tcb = Tcb::connect(&c, LOCAL, REMOTE, SeqNum(ISS), t0);
+    recv_one(&mut tcb, t0);
+    let now = t0 + ms(10);
+    let mut sa = synack(&c);
+    sa.options.sack_permitted = true;
+    tcb.process(now, &sa);
+    assert!(tcb.sack_ok);
+    recv_one(&mut tcb, now);
+    assert_eq!(tcb.send(&pattern(queued, 0)), Ok(queued));
+    let segs = recv_all(&mut tcb, now);
+    (tcb, now, segs)
+}
+
+/// The peer's ACK of `ack_off` carrying SACK blocks (offsets from ISS+1).
+fn peer_sack(ack_off: u32, blocks: &[(u32, u32)]) -> TcpRepr<'static> {
+    let mut r = peer(0, ack_off);
+    for (i, &(l, rr)) in blocks.iter().enumerate() {
+        r.options.sack_blocks[i] = Some((SeqNum(ISS + 1 + l), SeqNum(ISS + 1 + rr)));
+    }
+    r
+}
+
+fn seqs(v: &[Seg]) -> Vec<u32> {
+    v.iter().map(|s| s.seq - (ISS + 1)).collect()
+}
+
+#[test]
+fn rfc6675_dupthresh_sack_acks_enter_recovery_and_retransmit_first_segment() {
+    let (mut tcb, now, segs) = sack_sent(10_000);
+    assert_eq!(segs.len(), 10);
+    tcb.process(now, &peer_sack(0, &[(1000, 2000)]));
+    recv_nothing(&mut tcb, now);
+    tcb.process(now, &peer_sack(0, &[(1000, 3000)]));
+    recv_nothing(&mut tcb, now);
+    assert!(
+        !tcb.in_recovery,
+        "two duplicates, 2·SMSS SACKed: not yet lost"
+    );
+    tcb.process(now, &peer_sack(0, &[(1000, 4000)]));
+    assert!(tcb.in_recovery);
+    // cwnd = ssthresh = 5000; pipe = 1000 (retransmitted) + 6000 (tail):
+    // only the (4.3) retransmission goes out.
+    let out = recv_all(&mut tcb, now);
+    assert_eq!(seqs(&out), vec![0]);
+    assert_eq!(out[0].payload.len(), 1000);
+    assert_eq!(tcb.stats().fast_retransmits, 1);
+}
+
+#[test]
+fn rfc6675_is_lost_enters_recovery_on_one_ack() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    // One ACK SACKs three segments (the earlier ACKs were lost):
+    // IsLost(HighACK+1) holds at once.
+    tcb.process(now, &peer_sack(0, &[(1000, 4000)]));
+    assert!(tcb.in_recovery);
+    assert_eq!(seqs(&recv_all(&mut tcb, now)), vec![0]);
+}
+
+#[test]
+fn rfc6675_next_seg_repairs_several_holes_then_sends_new_data_within_cwnd_minus_pipe() {
+    let (mut tcb, now, _) = sack_sent(20_000);
+    // Segments 0, 2 and 4 lost.
+    tcb.process(
+        now,
+        &peer_sack(0, &[(5000, 10_000), (3000, 4000), (1000, 2000)]),
+    );
+    assert!(tcb.in_recovery);
+    // cwnd 5000. After retransmitting 0: pipe 1000; holes 2000 and 4000
+    // are lost (rule 1), then new data (rule 2) until pipe reaches cwnd.
+    let out = recv_all(&mut tcb, now);
+    assert_eq!(seqs(&out), vec![0, 2000, 4000, 10_000, 11_000]);
+    assert_eq!(tcb.sb.pipe(tcb.snd_una, tcb.snd_max, 1000), 5000);
+    assert_eq!(tcb.stats().retransmits, 3);
+}
+
+#[test]
+fn rfc6675_holes_become_lost_as_sacks_arrive_and_are_repaired_once() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    tcb.process(
+        now,
+        &peer_sack(0, &[(1000, 2000), (3000, 4000), (5000, 6000)]),
+    );
+    assert_eq!(seqs(&recv_all(&mut tcb, now)), vec![0]);
+    // The retransmission arrives: cumulative ACK to 2000. Hole [2000,3000)
+    // has two ranges (2000 bytes) above it: not lost. pipe = 1000 + 1000 +
+    // 4000 = 6000 > cwnd. The tail arrives: [6000,10000) SACKed.
+    tcb.process(
+        now,
+        &peer_sack(2000, &[(6000, 10_000), (3000, 4000), (5000, 6000)]),
+    );
+    // Now both holes are lost (6000 / 4000 SACKed bytes above): rule 1,
+    // and no rescue of what was just repaired.
+    assert_eq!(seqs(&recv_all(&mut tcb, now)), vec![2000, 4000]);
+}
+
+#[test]
+fn rfc6675_rescue_retransmission_once_per_recovery() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    // First and last segments lost.
+    tcb.process(now, &peer_sack(0, &[(1000, 9000)]));
+    assert_eq!(seqs(&recv_all(&mut tcb, now)), vec![0]);
+    // The retransmission is acknowledged: no SACK information is left and
+    // nothing new to send; rule 4 rescues the tail once.
+    tcb.process(now, &peer(0, 9000));
+    assert!(tcb.in_recovery, "partial ACK: RecoveryPoint is 10000");
+    let out = recv_all(&mut tcb, now);
+    assert_eq!(seqs(&out), vec![9000]);
+    assert_eq!(out[0].payload.len(), 1000);
+    tcb.process(now, &peer(0, 9000));
+    recv_nothing(&mut tcb, now);
+}
+
+#[test]
+fn rfc6675_recovery_ends_when_ack_covers_recovery_point() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    tcb.process(now, &peer_sack(0, &[(1000, 4000)]));
+    recv_all(&mut tcb, now);
+    tcb.process(now, &peer(0, 9000));
+    assert!(tcb.in_recovery);
+    tcb.process(now, &peer(0, 10_000));
+    assert!(!tcb.in_recovery);
+    assert_eq!(tcb.stats().cwnd, 5000, "cwnd = ssthresh");
+    assert!(tcb.sb.is_empty());
+}
+
+#[test]
+fn rfc6675_no_new_recovery_until_ack_reaches_recovery_point_after_rto() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    let t = now + ms(1000);
+    assert_eq!(seqs(&recv_all(&mut tcb, t)), vec![0], "RTO");
+    // §5.1: RecoveryPoint = HighData; SACKs now do not start a recovery.
+    tcb.process(t, &peer_sack(0, &[(1000, 5000)]));
+    assert!(!tcb.in_recovery);
+}
+
+#[test]
+fn rfc6675_5_1_rto_forgets_scoreboard_and_resend_skips_newly_sacked_data() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    // [5000,6000) SACKed: not enough for recovery.
+    tcb.process(now, &peer_sack(0, &[(5000, 6000)]));
+    recv_nothing(&mut tcb, now);
+    assert!(!tcb.sb.is_empty());
+    let t = now + ms(1000);
+    assert_eq!(seqs(&recv_all(&mut tcb, t)), vec![0], "RTO");
+    assert!(
+        tcb.sb.is_empty(),
+        "RFC 2018 §8: the receiver may have reneged"
+    );
+    // After the timeout the peer SACKs [2000,3000): go-back-N skips it.
+    tcb.process(t, &peer_sack(1000, &[(2000, 3000)]));
+    assert_eq!(seqs(&recv_all(&mut tcb, t)), vec![1000]);
+    tcb.process(t, &peer_sack(2000, &[(2000 + 1000, 3000)]));
+    // cwnd 3000 from SND.UNA 2000: [2000,3000) is SACKed, so 3000 and 4000.
+    assert_eq!(seqs(&recv_all(&mut tcb, t)), vec![3000, 4000]);
+}
+
+// ----------------------------------------------------------------------
+// Timestamps: RTTM and PAWS (RFC 7323)
+// ----------------------------------------------------------------------
+
+fn ts_cfg() -> TcpConfig {
+    TcpConfig {
+        timestamps: true,
+        nodelay: true,
+        ..cfg()
+    }
+}
+
+/// Established with timestamps agreed (peer TSval 500 on its SYN-ACK) and our TS offset 7000.
+fn ts_established() -> (Tcb, Instant) {
+    let c = ts_cfg();
+    let t0 = Instant::from_secs(100);
+    let mut tcb = Tcb::connect(&c, LOCAL, REMOTE, SeqNum(ISS), t0);
+    tcb.set_ts_offset(7000);
+    let syn = recv_one(&mut tcb, t0);
+    assert_eq!(syn.options.timestamps, Some((100_000 + 7000, 0)));
+    let now = t0 + ms(10);
+    let mut sa = synack(&c);
+    sa.options.timestamps = Some((500, 100_000 + 7000));
+    tcb.process(now, &sa);
+    assert!(tcb.ts_ok);
+    recv_one(&mut tcb, now);
+    (tcb, now)
+}
+
+fn with_ts(mut r: TcpRepr<'_>, tsval: u32) -> TcpRepr<'_> {
+    r.options.timestamps = Some((tsval, 0));
+    r
+}
+
+#[test]
+fn rfc7323_syn_carries_mss_ws_sackok_and_ts_within_option_space() {
+    let c = TcpConfig {
+        timestamps: true,
+        sack: true,
+        window_scaling: true,
+        ..cfg()
+    };
+    let t0 = Instant::from_secs(1);
+    let mut tcb = Tcb::connect(&c, LOCAL, REMOTE, SeqNum(ISS), t0);
+    let syn = recv_one(&mut tcb, t0);
+    let o = syn.options;
+    assert!(o.mss.is_some() && o.window_scale.is_some() && o.sack_permitted);
+    assert!(o.timestamps.is_some());
+    assert_eq!(crate::wire::tcp::options_len(&o), 20);
+}
+
+#[test]
+fn rfc7323_tsval_includes_the_per_connection_offset() {
+    let (mut tcb, now) = ts_established();
+    tcb.process(now, &with_ts(peer_data(0, 0, b"hi"), 501));
+    let ack = recv_one(&mut tcb, now);
+    assert_eq!(
+        ack.options.timestamps,
+        Some((now.total_millis() as u32 + 7000, 501))
+    );
+}
+
+#[test]
+fn rfc7323_paws_drops_segment_with_older_tsval_and_acks() {
+    let (mut tcb, now) = ts_established();
+    tcb.process(now, &with_ts(peer_data(0, 0, b"old"), 499));
+    let ack = recv_one(&mut tcb, now);
+    assert_eq!(ack.ack, Some(IRS + 1), "nothing accepted");
+    assert_eq!(ack.options.timestamps.map(|t| t.1), Some(500));
+    assert_eq!(tcb.stats().paws_rejected, 1);
+    assert!(!tcb.can_recv());
+    // TSval equal to TS.Recent is not older.
+    tcb.process(now, &with_ts(peer_data(0, 0, b"new"), 500));
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 4));
+}
+
+#[test]
+fn rfc7323_paws_compares_modulo_2_32() {
+    let (mut tcb, now) = ts_established();
+    tcb.ts_recent = 0xffff_fff0;
+    // 0x10 is 32 ticks after 0xfffffff0: newer.
+    tcb.process(now, &with_ts(peer_data(0, 0, b"x"), 0x10));
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 2));
+    assert_eq!(tcb.ts_recent, 0x10);
+}
+
+#[test]
+fn rfc7323_paws_does_not_apply_to_rst() {
+    let (mut tcb, now) = ts_established();
+    tcb.process(
+        now,
+        &with_ts(
+            TcpRepr {
+                rst: true,
+                ..peer(0, 0)
+            },
+            1,
+        ),
+    );
+    assert_eq!(tcb.state(), State::Closed);
+}
+
+#[test]
+fn rfc7323_5_5_paws_skipped_after_24_days_idle() {
+    let (mut tcb, now) = ts_established();
+    let later = now + Duration::from_secs(25 * 24 * 3600);
+    tcb.process(later, &with_ts(peer_data(0, 0, b"x"), 100));
+    assert_eq!(recv_one(&mut tcb, later).ack, Some(IRS + 2));
+    assert_eq!(tcb.ts_recent, 100, "TS.Recent taken afresh");
+}
+
+#[test]
+fn rfc7323_3_2_segment_without_timestamp_is_dropped_once_negotiated() {
+    let (mut tcb, now) = ts_established();
+    tcb.process(now, &peer_data(0, 0, b"x"));
+    recv_nothing(&mut tcb, now);
+    assert!(!tcb.can_recv());
+}
+
+#[test]
+fn rfc7323_4_3_ts_recent_only_from_segment_covering_last_ack_sent() {
+    let (mut tcb, now) = ts_established();
+    // Out of order (SEG.SEQ > Last.ACK.sent): its newer TSval is not taken.
+    tcb.process(now, &with_ts(peer_data(10, 0, b"later"), 600));
+    assert_eq!(
+        recv_one(&mut tcb, now).options.timestamps.map(|t| t.1),
+        Some(500)
+    );
+    // The hole filler (SEG.SEQ <= Last.ACK.sent) is echoed.
+    tcb.process(now, &with_ts(peer_data(0, 0, &[7; 10]), 550));
+    assert_eq!(
+        recv_one(&mut tcb, now).options.timestamps.map(|t| t.1),
+        Some(550)
+    );
+}
+
+#[test]
+fn rfc7323_rttm_samples_tsecr_of_a_retransmission() {
+    let (mut tcb, now) = ts_established();
+    assert_eq!(tcb.rtt.srtt(), Some(ms(10)), "from the SYN");
+    tcb.send(&[1; 100]).unwrap();
+    recv_one(&mut tcb, now);
+    // RTO at +200 ms: the retransmission carries TSval T.
+    let t = now + ms(200);
+    let rtx = recv_one(&mut tcb, t);
+    let tsval = rtx.options.timestamps.unwrap().0;
+    // Karn forbids timing it; the echoed TSval gives 100 ms.
+    let t2 = t + ms(100);
+    let mut ack = with_ts(peer(0, 100), 501);
+    ack.options.timestamps = Some((501, tsval));
+    tcb.process(t2, &ack);
+    let srtt = tcb.rtt.srtt().unwrap();
+    assert!(srtt > ms(20), "srtt {srtt:?} took the 100 ms sample");
+}
+
+#[test]
+fn rfc7323_ack_carries_at_most_three_sack_blocks_with_timestamps() {
+    let c = TcpConfig {
+        sack: true,
+        ..ts_cfg()
+    };
+    let t0 = Instant::from_secs(100);
+    let mut tcb = Tcb::connect(&c, LOCAL, REMOTE, SeqNum(ISS), t0);
+    recv_one(&mut tcb, t0);
+    let mut sa = synack(&c);
+    sa.options.timestamps = Some((500, 0));
+    sa.options.sack_permitted = true;
+    tcb.process(t0, &sa);
+    recv_one(&mut tcb, t0);
+    for i in 1..=4u32 {
+        tcb.process(t0, &with_ts(peer_data(i * 10, 0, b"x"), 501));
+        recv_all(&mut tcb, t0);
+    }
+    tcb.process(t0, &with_ts(peer_data(50, 0, b"x"), 501));
+    let ack = recv_one(&mut tcb, t0);
+    assert_eq!(ack.options.sack_blocks.iter().flatten().count(), 3);
+    assert!(crate::wire::tcp::options_len(&ack.options) <= 40);
+}
+
+// ----------------------------------------------------------------------
 // Two TCBs over a lossy, reordering link
 // ----------------------------------------------------------------------
 
