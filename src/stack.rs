@@ -17,8 +17,9 @@ use crate::phy::Device;
 use crate::rng::Rng;
 use crate::tcp::conn::{reset_for, Tcb};
 use crate::tcp::isn::IsnGenerator;
+use crate::tcp::syncookie::{self, CookieData, SynCookies};
 use crate::tcp::{State, TcpConfig, TcpError, TcpStats};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::udp::UdpSocket;
 use crate::wire::ipv4::{self, PROTO_TCP, PROTO_UDP};
 use crate::wire::tcp::TcpRepr;
@@ -45,6 +46,23 @@ pub struct StackConfig {
     pub ephemeral_ports: (u16, u16),
     /// Packets read from the device per `poll` before timers and transmit run.
     pub rx_batch: usize,
+    /// Half-open (SYN-RECEIVED) connections a listener holds, at most, on
+    /// top of its backlog bound (Linux tcp_max_syn_backlog). When the SYN
+    /// queue is full, new SYNs get SYN cookies (or are dropped without them).
+    pub syn_backlog: usize,
+    /// Answer SYNs with SYN cookies when a listener's SYN queue is full
+    /// (RFC 4987 §3.6; Linux tcp_syncookies = 1). See [`crate::tcp::syncookie`].
+    pub syn_cookies: bool,
+    /// Most TCP connections the stack holds at once (every state, TIME-WAIT
+    /// included). Beyond it a SYN is refused with RST and `tcp_connect`
+    /// fails; both are counted. Each connection's buffers
+    /// (`tcp.send_buffer + tcp.recv_buffer`, out-of-order data included)
+    /// bound its memory, so this also bounds the total.
+    pub max_tcp_connections: usize,
+    /// Abort (RST) a connection after this long without a segment from the
+    /// peer or a read/write by the application; `None` (default) never.
+    /// The application then sees `TimedOut`.
+    pub tcp_idle_timeout: Option<Duration>,
 }
 
 impl StackConfig {
@@ -63,6 +81,10 @@ impl StackConfig {
             udp_rx_limit: 1024 * 1024,
             ephemeral_ports: (49152, 65535),
             rx_batch: 256,
+            syn_backlog: 256,
+            syn_cookies: true,
+            max_tcp_connections: 65_536,
+            tcp_idle_timeout: None,
         }
     }
 }
@@ -80,6 +102,8 @@ pub enum StackError {
     BadAddress(Ipv4Addr),
     /// A datagram larger than the device MTU allows (no IP fragmentation on send).
     MessageTooLarge(usize),
+    /// `max_tcp_connections` connections are open already.
+    TooManyConnections(usize),
 }
 
 impl fmt::Display for StackError {
@@ -94,6 +118,10 @@ impl fmt::Display for StackError {
             }
             StackError::BadAddress(a) => write!(f, "{a} is not a unicast destination"),
             StackError::MessageTooLarge(n) => write!(f, "datagram of {n} bytes exceeds the MTU"),
+            StackError::TooManyConnections(n) => write!(
+                f,
+                "the stack already holds {n} TCP connections (max_tcp_connections); close some or raise the limit"
+            ),
         }
     }
 }
@@ -109,6 +137,7 @@ impl From<StackError> for std::io::Error {
             StackError::InvalidHandle => K::NotConnected,
             StackError::BadAddress(_) => K::InvalidInput,
             StackError::MessageTooLarge(_) => K::InvalidInput,
+            StackError::TooManyConnections(_) => K::OutOfMemory,
         };
         std::io::Error::new(kind, e)
     }
@@ -142,6 +171,16 @@ pub struct StackStats {
     pub tcp_listen_overflows: u64,
     pub tcp_conns_opened: u64,
     pub tcp_conns_closed: u64,
+    /// SYN-ACKs sent with a SYN cookie (the listener's SYN queue was full).
+    pub tcp_syncookies_sent: u64,
+    /// Connections created from an ACK carrying a valid cookie.
+    pub tcp_syncookies_ok: u64,
+    /// ACKs to a listener whose cookie did not validate (answered with RST).
+    pub tcp_syncookies_failed: u64,
+    /// SYNs refused with RST (and connects failed) at `max_tcp_connections`.
+    pub tcp_conn_limit_refused: u64,
+    /// Connections aborted by `tcp_idle_timeout`.
+    pub tcp_idle_timeouts: u64,
     pub udp_rx_datagrams: u64,
     pub udp_rx_bad_checksum: u64,
     pub udp_rx_malformed: u64,
@@ -163,6 +202,11 @@ struct TcpSocket {
     orphaned: bool,
     /// State seen after the last process/transmit, to detect transitions.
     last_state: State,
+    /// Last segment from the peer or application read/write (idle timeout).
+    last_active: Instant,
+    /// Set when the stack ended the connection for a limit (idle timeout):
+    /// what the application is told instead of "not connected".
+    limit_error: Option<TcpError>,
 }
 
 struct Listener {
@@ -198,6 +242,14 @@ pub struct Stack {
     ip: Ipv4Layer,
     rng: Rng,
     isn: IsnGenerator,
+    cookies: SynCookies,
+    /// When the last SYN cookie was sent: cookies are checked only while
+    /// one may still be outstanding (as Linux's tcp_synq_no_recent_overflow).
+    last_cookie_at: Option<Instant>,
+    /// Last time each kind of limit was logged (at most one line a second).
+    limit_log: [Option<Instant>; LIMIT_KINDS],
+    /// Limit hits not logged since the last line, per kind.
+    limit_quiet: [u64; LIMIT_KINDS],
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// (remote, local port) → connection.
@@ -223,7 +275,20 @@ pub struct Stack {
     /// Per-socket deadlines, earliest first, with lazy invalidation: an
     /// entry counts only if the slot's `timer_at` and generation still match.
     timers: BinaryHeap<Reverse<TimerEntry>>,
+    /// The `now` of the latest poll (the time of application reads/writes).
+    now: Instant,
 }
+
+/// Kinds of limit hits, for rate-limited log lines.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Connections = 0,
+    SynQueue = 1,
+    AcceptQueue = 2,
+    IdleTimeout = 3,
+    BadCookie = 4,
+}
+const LIMIT_KINDS: usize = 5;
 
 /// One filed deadline: (when, slot index, slot generation).
 type TimerEntry = (Instant, u32, u32);
@@ -242,6 +307,12 @@ impl Stack {
             ip,
             rng,
             isn: IsnGenerator::new(key),
+            // Derived from the ISN key (no further draws: the RNG's sequence,
+            // and so every simulator seed, stays as it was).
+            cookies: SynCookies::derive(&key),
+            last_cookie_at: None,
+            limit_log: [None; LIMIT_KINDS],
+            limit_quiet: [0; LIMIT_KINDS],
             slots: Vec::new(),
             free: Vec::new(),
             tcp_conns: HashMap::new(),
@@ -256,6 +327,7 @@ impl Stack {
             next_deadline: None,
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
+            now: Instant::ZERO,
         }
     }
 
@@ -283,6 +355,7 @@ impl Stack {
     /// Drain received packets, run timers, transmit; return when to poll next
     /// (`None`: nothing scheduled, poll again on input or a user action).
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, dev: &mut D) -> Option<Instant> {
+        self.now = self.now.max(now);
         let mut rx = std::mem::take(&mut self.rx_buf);
         for _ in 0..self.config.rx_batch {
             match dev.recv(now, &mut rx) {
@@ -434,6 +507,7 @@ impl Stack {
         let remote = SocketAddrV4::new(src, seg.src_port);
         if let Some(&h) = self.tcp_conns.get(&(remote, seg.dst_port)) {
             if let Some(Socket::Tcp(sock)) = self.slots[h.index as usize].socket.as_mut() {
+                sock.last_active = now;
                 sock.tcb.process(now, &seg);
                 if sock.tcb.wants_urgent_ack() {
                     // A duplicate ACK (gap, duplicate, filled hole) goes out
@@ -467,8 +541,15 @@ impl Stack {
         }
         if seg.syn && seg.ack.is_none() && !seg.rst {
             if let Some(&lh) = self.tcp_listeners.get(&seg.dst_port) {
-                self.tcp_passive_open(now, lh, remote, &seg);
+                self.tcp_passive_open(now, dev, tx, lh, remote, &seg);
                 return;
+            }
+        }
+        if seg.ack.is_some() && !seg.syn && !seg.rst {
+            if let Some(&lh) = self.tcp_listeners.get(&seg.dst_port) {
+                if self.tcp_cookie_ack(now, lh, remote, &seg) {
+                    return;
+                }
             }
         }
         self.stats.tcp_rx_no_socket += 1;
@@ -478,36 +559,217 @@ impl Stack {
         }
     }
 
-    fn tcp_passive_open(
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_passive_open<D: Device + ?Sized>(
         &mut self,
         now: Instant,
+        dev: &mut D,
+        tx: &mut [u8],
         lh: SocketHandle,
         remote: SocketAddrV4,
         syn: &TcpRepr,
     ) {
-        let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() else {
+        let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_ref() else {
             return;
         };
-        if l.embryonic + l.ready.len() >= l.backlog {
-            // Full backlog: drop the SYN; the client retransmits (as Linux does without cookies).
+        let port = l.port;
+        if l.ready.len() >= l.backlog {
+            // Accept queue full: drop the SYN; the client retransmits (Linux
+            // drops here even with cookies: a cookie could not be queued).
             self.stats.tcp_listen_overflows += 1;
+            self.limit_hit(now, Limit::AcceptQueue, port, remote);
             return;
         }
-        l.embryonic += 1;
-        let local = SocketAddrV4::new(self.config.addr, l.port);
+        let syn_queue_full =
+            l.embryonic + l.ready.len() >= l.backlog || l.embryonic >= self.config.syn_backlog;
+        if self.tcp_conns.len() >= self.config.max_tcp_connections {
+            self.refuse_for_limit(now, dev, tx, syn, port, remote);
+            return;
+        }
+        let local = SocketAddrV4::new(self.config.addr, port);
+        if syn_queue_full {
+            if !self.config.syn_cookies {
+                // Drop; the client retransmits (as Linux does without cookies).
+                self.stats.tcp_listen_overflows += 1;
+                self.limit_hit(now, Limit::SynQueue, port, remote);
+                return;
+            }
+            // RFC 4987 §3.6: answer statelessly; the ACK rebuilds the connection.
+            let data = CookieData::from_syn(&syn.options);
+            let cookie = self.cookies.encode(now, local, remote, syn.seq, data);
+            let synack = syncookie::syn_ack(&self.config.tcp, syn, cookie, data);
+            Self::emit_tcp(
+                &mut self.ip,
+                &mut self.stats,
+                dev,
+                now,
+                tx,
+                *remote.ip(),
+                &synack,
+            );
+            self.stats.tcp_syncookies_sent += 1;
+            self.last_cookie_at = Some(now);
+            self.limit_hit(now, Limit::SynQueue, port, remote);
+            return;
+        }
         let isn = self.isn.isn(now, local, remote);
         let mut tcb = Tcb::accept(&self.config.tcp, local, remote, syn, isn, now);
         tcb.set_ts_offset(self.rng.next_u32());
+        if let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() {
+            l.embryonic += 1;
+        }
+        self.insert_tcp(now, tcb, Some(lh));
+    }
+
+    /// An ACK for no connection arrived at a listening port: if it returns a
+    /// valid SYN cookie, create the connection from it (established, into
+    /// the accept queue). False: not a cookie of ours (the caller resets).
+    fn tcp_cookie_ack(
+        &mut self,
+        now: Instant,
+        lh: SocketHandle,
+        remote: SocketAddrV4,
+        seg: &TcpRepr,
+    ) -> bool {
+        let window = Duration::from_secs(
+            syncookie::COUNTER_PERIOD_SECS * (syncookie::MAX_AGE_TICKS as u64 + 1),
+        );
+        let recent = self
+            .last_cookie_at
+            .is_some_and(|t| now.saturating_duration_since(t) < window);
+        if !self.config.syn_cookies || !recent {
+            return false;
+        }
+        let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_ref() else {
+            return false;
+        };
+        let (port, full) = (l.port, l.ready.len() >= l.backlog);
+        let Some(ack) = seg.ack else {
+            return false;
+        };
+        let local = SocketAddrV4::new(self.config.addr, port);
+        let Some(data) = self
+            .cookies
+            .decode(now, local, remote, seg.seq - 1, ack - 1)
+        else {
+            self.stats.tcp_syncookies_failed += 1;
+            self.limit_hit(now, Limit::BadCookie, port, remote);
+            return false;
+        };
+        if full {
+            // As Linux: drop the ACK; the client's retransmission retries.
+            self.stats.tcp_listen_overflows += 1;
+            self.limit_hit(now, Limit::AcceptQueue, port, remote);
+            return true;
+        }
+        if self.tcp_conns.len() >= self.config.max_tcp_connections {
+            self.stats.tcp_conn_limit_refused += 1;
+            self.limit_hit(now, Limit::Connections, port, remote);
+            return false;
+        }
+        let Some(tcb) = syncookie::accept_cookie(&self.config.tcp, local, remote, seg, data, now)
+        else {
+            return false;
+        };
+        if matches!(tcb.state(), State::Closed | State::SynReceived) {
+            return false;
+        }
+        self.stats.tcp_syncookies_ok += 1;
+        let h = self.insert_tcp(now, tcb, None);
+        if let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() {
+            l.ready.push_back(h);
+        }
+        self.mark_event(lh);
+        true
+    }
+
+    /// A new connection's TCB into the table and demux map.
+    fn insert_tcp(
+        &mut self,
+        now: Instant,
+        tcb: Tcb,
+        listener: Option<SocketHandle>,
+    ) -> SocketHandle {
+        let key = (tcb.remote(), tcb.local().port());
         let state = tcb.state();
         let h = self.alloc(Socket::Tcp(Box::new(TcpSocket {
             tcb,
-            listener: Some(lh),
+            listener,
             orphaned: false,
             last_state: state,
+            last_active: now,
+            limit_error: None,
         })));
-        self.tcp_conns.insert((remote, local.port()), h);
+        self.tcp_conns.insert(key, h);
         self.stats.tcp_conns_opened += 1;
         self.mark(h);
+        h
+    }
+
+    /// `max_tcp_connections` reached: answer the SYN with RST, count, log.
+    fn refuse_for_limit<D: Device + ?Sized>(
+        &mut self,
+        now: Instant,
+        dev: &mut D,
+        tx: &mut [u8],
+        syn: &TcpRepr,
+        port: u16,
+        remote: SocketAddrV4,
+    ) {
+        self.stats.tcp_conn_limit_refused += 1;
+        if let Some(rst) = reset_for(syn) {
+            self.stats.tcp_rst_sent += 1;
+            Self::emit_tcp(
+                &mut self.ip,
+                &mut self.stats,
+                dev,
+                now,
+                tx,
+                *remote.ip(),
+                &rst,
+            );
+        }
+        self.limit_hit(now, Limit::Connections, port, remote);
+    }
+
+    /// Log a limit hit, at most one line per kind per second (with the
+    /// number of hits since the last line). Counters are kept by callers.
+    fn limit_hit(&mut self, now: Instant, kind: Limit, port: u16, remote: SocketAddrV4) {
+        let k = kind as usize;
+        let due = self.limit_log[k]
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if !due {
+            self.limit_quiet[k] += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.limit_quiet[k]);
+        self.limit_log[k] = Some(now);
+        let what = match kind {
+            Limit::Connections => format!(
+                "connection limit reached ({} TCP connections, max_tcp_connections): refused {remote} on port {port} with RST",
+                self.tcp_conns.len()
+            ),
+            Limit::SynQueue if self.config.syn_cookies => format!(
+                "SYN queue of port {port} full (possible SYN flood): answering {remote} with a SYN cookie"
+            ),
+            Limit::SynQueue => format!(
+                "SYN queue of port {port} full (possible SYN flood) and SYN cookies are off: dropped SYN from {remote}"
+            ),
+            Limit::AcceptQueue => format!(
+                "accept queue of port {port} full (the application is not accepting fast enough): dropped {remote}"
+            ),
+            Limit::IdleTimeout => format!(
+                "connection {remote} on port {port} idle longer than tcp_idle_timeout: reset"
+            ),
+            Limit::BadCookie => format!(
+                "ACK from {remote} to listening port {port} carries no valid SYN cookie: reset"
+            ),
+        };
+        if more > 0 {
+            log::warn!("tcp: {what} ({more} more since the last report)");
+        } else {
+            log::warn!("tcp: {what}");
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -612,6 +874,15 @@ impl Stack {
             let Some(Socket::Tcp(sock)) = slot.socket.as_mut() else {
                 continue;
             };
+            let idle = self.config.tcp_idle_timeout.filter(|&d| {
+                !matches!(sock.tcb.state(), State::Closed | State::TimeWait)
+                    && now >= sock.last_active + d
+            });
+            if idle.is_some() {
+                sock.tcb.abort();
+                sock.limit_error = Some(TcpError::TimedOut);
+                self.stats.tcp_idle_timeouts += 1;
+            }
             let remote_ip = *sock.tcb.remote().ip();
             let mut sent = false;
             while let Some(seg) = sock.tcb.poll_transmit(now) {
@@ -636,6 +907,12 @@ impl Stack {
             if changed || sent {
                 self.mark_event(h);
             }
+            if idle.is_some() {
+                if let Some(Socket::Tcp(sock)) = self.slots[i as usize].socket.as_ref() {
+                    let (port, remote) = (sock.tcb.local().port(), sock.tcb.remote());
+                    self.limit_hit(now, Limit::IdleTimeout, port, remote);
+                }
+            }
             self.after_transition(h);
             self.reschedule(i);
         }
@@ -650,16 +927,25 @@ impl Stack {
         self.next_deadline = self.timers.peek().map(|e| e.0 .0);
     }
 
-    /// File slot `i`'s next deadline (if it changed) in the timer heap.
+    /// File slot `i`'s next deadline in the timer heap. A deadline that
+    /// moved later (or went away) keeps the earlier entry: it fires, the
+    /// socket runs once with nothing due, and is refiled then. So a timer
+    /// restarted on every ACK (RTO, idle) costs no heap push per segment.
     fn reschedule(&mut self, i: u32) {
+        let idle = self.config.tcp_idle_timeout;
         let slot = &mut self.slots[i as usize];
         let at = match slot.socket.as_ref() {
-            Some(Socket::Tcp(sock)) => sock.tcb.poll_at(),
+            Some(Socket::Tcp(sock)) => {
+                let idle_at = idle
+                    .filter(|_| !matches!(sock.tcb.state(), State::Closed | State::TimeWait))
+                    .map(|d| sock.last_active + d);
+                [sock.tcb.poll_at(), idle_at].into_iter().flatten().min()
+            }
             _ => None,
         };
-        if at != slot.timer_at {
-            slot.timer_at = at;
-            if let Some(at) = at {
+        if let Some(at) = at {
+            if slot.timer_at.is_none_or(|filed| at < filed) {
+                slot.timer_at = Some(at);
                 self.timers.push(Reverse((at, i, slot.generation)));
             }
         }
@@ -896,6 +1182,25 @@ impl Stack {
         now: Instant,
         remote: SocketAddrV4,
     ) -> Result<SocketHandle, StackError> {
+        let tcp = self.config.tcp.clone();
+        self.tcp_connect_with(now, remote, &tcp)
+    }
+
+    /// `tcp_connect` with this connection's own TCP settings (keep-alive,
+    /// buffers, congestion control...); the MSS still follows the MTU.
+    pub fn tcp_connect_with(
+        &mut self,
+        now: Instant,
+        remote: SocketAddrV4,
+        tcp: &TcpConfig,
+    ) -> Result<SocketHandle, StackError> {
+        let mut tcp = tcp.clone();
+        tcp.mss = self.config.tcp.mss;
+        let tcp = &tcp;
+        if self.tcp_conns.len() >= self.config.max_tcp_connections {
+            self.stats.tcp_conn_limit_refused += 1;
+            return Err(StackError::TooManyConnections(self.tcp_conns.len()));
+        }
         let ip = *remote.ip();
         if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || remote.port() == 0 {
             return Err(StackError::BadAddress(ip));
@@ -905,31 +1210,36 @@ impl Stack {
         })?;
         let local = SocketAddrV4::new(self.config.addr, port);
         let isn = self.isn.isn(now, local, remote);
-        let mut tcb = Tcb::connect(&self.config.tcp, local, remote, isn, now);
+        let mut tcb = Tcb::connect(tcp, local, remote, isn, now);
         tcb.set_ts_offset(self.rng.next_u32());
-        let state = tcb.state();
-        let h = self.alloc(Socket::Tcp(Box::new(TcpSocket {
-            tcb,
-            listener: None,
-            orphaned: false,
-            last_state: state,
-        })));
-        self.tcp_conns.insert((remote, port), h);
-        self.stats.tcp_conns_opened += 1;
-        self.mark(h);
-        Ok(h)
+        Ok(self.insert_tcp(now, tcb, None))
     }
 
     pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> Result<usize, TcpError> {
-        let n = self.tcp(h)?.tcb.send(data)?;
+        let now = self.now;
+        let sock = self.tcp(h)?;
+        let n = match sock.tcb.send(data) {
+            Ok(n) => n,
+            Err(TcpError::NotConnected) => {
+                return Err(sock.limit_error.unwrap_or(TcpError::NotConnected))
+            }
+            Err(e) => return Err(e),
+        };
+        sock.last_active = now;
         self.mark(h);
         Ok(n)
     }
 
     /// Read in-order bytes; `Ok(0)` is end of stream.
     pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> Result<usize, TcpError> {
-        let r = self.tcp(h)?.tcb.recv(buf);
+        let now = self.now;
+        let sock = self.tcp(h)?;
+        let r = match sock.tcb.recv(buf) {
+            Err(TcpError::NotConnected) => Err(sock.limit_error.unwrap_or(TcpError::NotConnected)),
+            r => r,
+        };
         if matches!(r, Ok(n) if n > 0) {
+            sock.last_active = now;
             // Reading may open the window: let the TCB send an update.
             self.mark(h);
         }
@@ -980,7 +1290,8 @@ impl Stack {
     }
 
     pub fn tcp_error(&self, h: SocketHandle) -> Option<TcpError> {
-        self.tcp_ref(h).and_then(|s| s.tcb.error())
+        self.tcp_ref(h)
+            .and_then(|s| s.tcb.error().or(s.limit_error))
     }
 
     pub fn tcp_can_recv(&self, h: SocketHandle) -> bool {
@@ -1005,7 +1316,7 @@ impl Stack {
     }
 
     pub fn tcp_stats(&self, h: SocketHandle) -> Option<TcpStats> {
-        self.tcp_ref(h).map(|s| s.tcb.stats())
+        self.tcp_ref(h).map(|s| conn_stats(&s.tcb))
     }
 
     /// Stats of every live TCP connection, with its addresses (like `ss -ti`).
@@ -1013,7 +1324,7 @@ impl Stack {
         self.slots
             .iter()
             .filter_map(|s| match s.socket.as_ref() {
-                Some(Socket::Tcp(t)) => Some((t.tcb.local(), t.tcb.remote(), t.tcb.stats())),
+                Some(Socket::Tcp(t)) => Some((t.tcb.local(), t.tcb.remote(), conn_stats(&t.tcb))),
                 _ => None,
             })
             .collect()
@@ -1128,6 +1439,14 @@ impl Stack {
             self.release(h);
         }
     }
+}
+
+/// A TCB's stats with the queue sizes filled in.
+fn conn_stats(tcb: &Tcb) -> TcpStats {
+    let mut s = tcb.stats();
+    s.send_queue = tcb.send_queue();
+    s.recv_queue = tcb.recv_queue();
+    s
 }
 
 /// Where `inner` starts inside `outer`, if it is a sub-slice of it.

@@ -39,7 +39,9 @@ fn sent(dev: &mut QueueDevice) -> Vec<(bool, bool, bool, u32)> {
 
 #[test]
 fn listen_backlog_counts_embryonic_and_unaccepted_connections() {
-    let mut s = Stack::new(StackConfig::new(Ipv4Addr::from(STACK)), Rng::new(3));
+    let mut cfg = StackConfig::new(Ipv4Addr::from(STACK));
+    cfg.syn_cookies = false; // the overflow path without cookies
+    let mut s = Stack::new(cfg, Rng::new(3));
     let mut dev = QueueDevice::new(1500);
     let l = s.tcp_listen(80, 2).unwrap();
     let now = Instant::ZERO;
@@ -76,4 +78,108 @@ fn listen_backlog_counts_embryonic_and_unaccepted_connections() {
     let out = sent(&mut dev);
     assert_eq!(out.len(), 1);
     assert!(out[0].0 && out[0].1);
+}
+
+/// A stack with a listener of backlog `backlog` on port 80, cookies on.
+fn cookie_stack(
+    backlog: usize,
+    syn_backlog: usize,
+) -> (Stack, QueueDevice, tunstack::stack::SocketHandle) {
+    let mut cfg = StackConfig::new(Ipv4Addr::from(STACK));
+    cfg.syn_backlog = syn_backlog;
+    let mut s = Stack::new(cfg, Rng::new(5));
+    let l = s.tcp_listen(80, backlog).unwrap();
+    (s, QueueDevice::new(1500), l)
+}
+
+#[test]
+fn rfc4987_full_syn_queue_answers_with_cookie_and_the_ack_establishes() {
+    let (mut s, mut dev, l) = cookie_stack(16, 1);
+    let now = Instant::from_secs(10);
+    // The first SYN takes the one SYN-queue place (ordinary SYN-ACK).
+    dev.rx.push_back(segment(5001, 100, None, true));
+    s.poll(now, &mut dev);
+    assert_eq!(sent(&mut dev).len(), 1);
+    assert_eq!(s.socket_count(), 2, "listener + one embryonic connection");
+    // The second gets a cookie SYN-ACK and leaves no state behind.
+    dev.rx.push_back(segment(5002, 7000, None, true));
+    s.poll(now, &mut dev);
+    let out = sent(&mut dev);
+    assert_eq!(out.len(), 1);
+    let (syn, ack, rst, cookie) = out[0];
+    assert!(syn && ack && !rst);
+    assert_eq!(s.stats().tcp_syncookies_sent, 1);
+    assert_eq!(s.socket_count(), 2, "a cookie keeps no state");
+    // The ACK returning cookie+1 creates an established connection.
+    dev.rx
+        .push_back(segment(5002, 7001, Some(cookie.wrapping_add(1)), false));
+    s.poll(now + tunstack::time::Duration::from_millis(5), &mut dev);
+    assert!(sent(&mut dev).iter().all(|&(_, _, rst, _)| !rst));
+    assert_eq!(s.stats().tcp_syncookies_ok, 1);
+    let c = s.tcp_accept(l).expect("the cookie connection is accepted");
+    assert_eq!(s.tcp_state(c), Some(State::Established));
+    // It sends from the cookie: our first byte has SEQ = cookie + 1.
+    s.tcp_send(c, b"hi").unwrap();
+    s.poll(now + tunstack::time::Duration::from_millis(6), &mut dev);
+    let data = sent(&mut dev);
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0].3, cookie.wrapping_add(1));
+}
+
+#[test]
+fn rfc4987_forged_cookie_ack_is_reset_and_counted() {
+    let (mut s, mut dev, l) = cookie_stack(16, 0);
+    let now = Instant::from_secs(10);
+    dev.rx.push_back(segment(5002, 7000, None, true));
+    s.poll(now, &mut dev);
+    let cookie = sent(&mut dev)[0].3;
+    // Wrong cookie, and right cookie from another port: both reset.
+    dev.rx
+        .push_back(segment(5002, 7001, Some(cookie.wrapping_add(2)), false));
+    dev.rx
+        .push_back(segment(5003, 7001, Some(cookie.wrapping_add(1)), false));
+    s.poll(now, &mut dev);
+    let out = sent(&mut dev);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|&(_, _, rst, _)| rst));
+    assert_eq!(s.stats().tcp_syncookies_failed, 2);
+    assert_eq!(s.stats().tcp_syncookies_ok, 0);
+    assert!(s.tcp_accept(l).is_err());
+}
+
+#[test]
+fn rfc4987_cookie_expires_after_two_counter_ticks() {
+    let (mut s, mut dev, l) = cookie_stack(16, 0);
+    let now = Instant::from_secs(64 * 100);
+    dev.rx.push_back(segment(5002, 7000, None, true));
+    s.poll(now, &mut dev);
+    let cookie = sent(&mut dev)[0].3;
+    // Keep cookies "recently sent" so only the cookie's own age decides.
+    dev.rx.push_back(segment(6000, 1, None, true));
+    s.poll(now + tunstack::time::Duration::from_secs(100), &mut dev);
+    sent(&mut dev);
+    dev.rx
+        .push_back(segment(5002, 7001, Some(cookie.wrapping_add(1)), false));
+    s.poll(now + tunstack::time::Duration::from_secs(128), &mut dev);
+    let out = sent(&mut dev);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].2, "an expired cookie is answered with RST");
+    assert_eq!(s.stats().tcp_syncookies_failed, 1);
+    assert!(s.tcp_accept(l).is_err());
+}
+
+#[test]
+fn syn_queue_full_without_cookies_drops_and_counts() {
+    let mut cfg = StackConfig::new(Ipv4Addr::from(STACK));
+    cfg.syn_backlog = 1;
+    cfg.syn_cookies = false;
+    let mut s = Stack::new(cfg, Rng::new(5));
+    let mut dev = QueueDevice::new(1500);
+    s.tcp_listen(80, 16).unwrap();
+    dev.rx.push_back(segment(5001, 100, None, true));
+    dev.rx.push_back(segment(5002, 100, None, true));
+    s.poll(Instant::ZERO, &mut dev);
+    assert_eq!(sent(&mut dev).len(), 1, "only the first SYN is answered");
+    assert_eq!(s.stats().tcp_listen_overflows, 1);
+    assert_eq!(s.stats().tcp_syncookies_sent, 0);
 }

@@ -119,6 +119,8 @@ pub struct Report {
     pub latency: Option<Result<Latency, String>>,
     pub conn_rate: Option<Result<ConnRate, String>>,
     pub idle: Option<Result<IdleMemory, String>>,
+    /// `idle_conns` held to one server, new connections/s meanwhile (issue 6 scale).
+    pub scale: Option<Result<tunstack::Scale, String>>,
     pub seconds: f64,
     /// CPUs, CPU model and kernel of the machine the run was made on.
     pub machine: String,
@@ -309,6 +311,19 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
         &format!("tunstack memory per idle connection ({})", o.idle_conns),
         || tunstack::idle_memory(o.idle_conns),
         |m| format!("{:.0} bytes/connection", m.bytes_per_conn()),
+    ));
+    r.scale = Some(pg.step(
+        &format!("tunstack new connections/s with {} held", o.idle_conns),
+        || tunstack::scale(o.idle_conns, o.conn_time),
+        |s| {
+            format!(
+                "{:.0}/s, {:.0} bytes/idle connection, loop CPU {} µs/connection",
+                s.rate.per_sec(),
+                s.bytes_per_conn(),
+                s.loop_cpu_us_per_conn()
+                    .map_or("-".into(), |c| format!("{c:.0}"))
+            )
+        },
     ));
     r.seconds = pg.start.elapsed().as_secs_f64();
     r
@@ -540,6 +555,22 @@ impl Report {
             }
             None => {}
         }
+        match &self.scale {
+            Some(Ok(s)) => {
+                let _ = writeln!(
+                    t,
+                    "| scale: {} idle connections to one server held; new connections/s meanwhile; bytes per idle connection; loop CPU µs per new connection | {:.0}; {:.0}; {} |",
+                    s.conns,
+                    s.rate.per_sec(),
+                    s.bytes_per_conn(),
+                    s.loop_cpu_us_per_conn().map_or("-".into(), |c| format!("{c:.0}"))
+                );
+            }
+            Some(Err(_)) => {
+                let _ = writeln!(t, "| scale (idle connections held) | error |");
+            }
+            None => {}
+        }
         let errors = self.errors();
         if !errors.is_empty() {
             let _ = writeln!(t, "\nerrors:");
@@ -596,6 +627,9 @@ impl Report {
         }
         if let Some(Err(e)) = &self.idle {
             out.push(("idle_memory".into(), e.clone()));
+        }
+        if let Some(Err(e)) = &self.scale {
+            out.push(("scale".into(), e.clone()));
         }
         out
     }
@@ -661,6 +695,14 @@ impl Report {
         if let Some(Ok(i)) = &self.idle {
             m.push(("idle.conns".into(), i.conns as f64, "connections"));
             m.push(("idle.bytes_per_conn".into(), i.bytes_per_conn(), "bytes"));
+        }
+        if let Some(Ok(s)) = &self.scale {
+            m.push(("scale.conns".into(), s.conns as f64, "connections"));
+            m.push(("scale.conn_rate.per_sec".into(), s.rate.per_sec(), "1/s"));
+            m.push(("scale.bytes_per_conn".into(), s.bytes_per_conn(), "bytes"));
+            if let Some(c) = s.loop_cpu_us_per_conn() {
+                m.push(("scale.loop_cpu_us_per_conn".into(), c, "µs"));
+            }
         }
         m
     }

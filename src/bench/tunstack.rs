@@ -279,3 +279,132 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
         })
     })
 }
+
+/// The scale figure (issue 6): `conns` idle connections from the kernel to
+/// one server on the stack, held at once, then new connections per second
+/// (as [`conn_rate`]) while they stay open, with the stack's event-loop CPU
+/// per new connection. The O(connections) poll of old showed up here first.
+#[derive(Clone, Debug)]
+pub struct Scale {
+    /// Idle connections held open on the stack.
+    pub conns: u64,
+    /// Resident set growth of the process while they were opened.
+    pub rss_delta: u64,
+    /// New connections made while the idle ones were held.
+    pub rate: ConnRate,
+    /// CPU the stack's event-loop thread used during the rate measurement.
+    pub loop_cpu_secs: Option<f64>,
+}
+
+impl Scale {
+    pub fn bytes_per_conn(&self) -> f64 {
+        self.rss_delta as f64 / self.conns.max(1) as f64
+    }
+
+    /// Event-loop CPU microseconds per new connection.
+    pub fn loop_cpu_us_per_conn(&self) -> Option<f64> {
+        self.loop_cpu_secs
+            .map(|c| c * 1e6 / self.rate.conns.max(1) as f64)
+    }
+}
+
+/// See [`Scale`]. The idle connections' server accepts them all and keeps
+/// them; a second listener serves the connect/exchange/close loop.
+pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
+    env::raise_nofile();
+    with_stack(1500, 0, move |up| {
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535");
+        let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
+        let listener = TcpListener::bind_with_backlog(&up.net, PORT, 4096)?;
+        let addr = stack_addr(up, PORT);
+        let loop_tid = loop_thread();
+        // Warm up allocator and tables first.
+        let warm: Vec<KernelStream> = (0..16)
+            .map(|_| KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT))
+            .collect::<io::Result<_>>()?;
+        let mut held = Vec::new();
+        for _ in 0..warm.len() {
+            held.push(listener.accept_timeout(Some(CONNECT_TIMEOUT))?.0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let rss0 = env::rss_bytes();
+        let acceptor = std::thread::spawn(move || -> io::Result<(Vec<TcpStream>, TcpListener)> {
+            let mut v = Vec::with_capacity(conns as usize);
+            while (v.len() as u64) < conns {
+                v.push(listener.accept_timeout(Some(CONNECT_TIMEOUT))?.0);
+            }
+            Ok((v, listener))
+        });
+        let mut kernel = Vec::with_capacity(conns as usize);
+        for _ in 0..conns {
+            kernel.push(KernelStream::connect_timeout(
+                &addr.into(),
+                CONNECT_TIMEOUT,
+            )?);
+        }
+        let (accepted, listener) = acceptor
+            .join()
+            .map_err(|_| io::Error::other("acceptor panicked"))??;
+        std::thread::sleep(Duration::from_millis(200));
+        let rss1 = env::rss_bytes();
+        let open = up.net.tcp_connections().len() as u64;
+        if open < conns {
+            return Err(io::Error::other(format!(
+                "only {open} of {conns} connections are open on the stack"
+            )));
+        }
+        drop(listener);
+        // New connections per second with all of them still open.
+        let rate_port = PORT + 1;
+        let rate_listener = TcpListener::bind_with_backlog(&up.net, rate_port, 1024)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let server = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = rate_listener.accept_timeout(Some(TICK)) else {
+                    continue;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.set_nodelay(true);
+                if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
+                    let mut rest = [0u8; 64];
+                    while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            }
+        });
+        let raddr = stack_addr(up, rate_port);
+        let cpu0 = loop_tid.and_then(env::thread_cpu);
+        let start = Instant::now();
+        let mut made = 0u64;
+        let result = (|| -> io::Result<()> {
+            let (msg, mut back) = ([7u8; 64], [0u8; 64]);
+            while start.elapsed() < rate_time {
+                let mut k = KernelStream::connect_timeout(&raddr.into(), CONNECT_TIMEOUT)?;
+                k.set_read_timeout(Some(Duration::from_secs(5)))?;
+                k.set_nodelay(true)?;
+                k.write_all(&msg)?;
+                k.read_exact(&mut back)?;
+                drop(k);
+                made += 1;
+            }
+            Ok(())
+        })();
+        let secs = start.elapsed().as_secs_f64();
+        let loop_cpu = match (cpu0, loop_tid.and_then(env::thread_cpu)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+            _ => None,
+        };
+        stop.store(true, Ordering::Relaxed);
+        let _ = server.join();
+        result?;
+        drop((accepted, kernel, warm, held));
+        Ok(Scale {
+            conns,
+            rss_delta: rss1.saturating_sub(rss0),
+            rate: ConnRate { conns: made, secs },
+            loop_cpu_secs: loop_cpu,
+        })
+    })
+}

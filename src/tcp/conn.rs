@@ -1741,6 +1741,11 @@ impl Tcb {
         self.send_buf.len()
     }
 
+    /// Bytes received in order and not yet read by the application (ss's Recv-Q).
+    pub fn recv_queue(&self) -> usize {
+        self.rcv_buf.len()
+    }
+
     pub fn local(&self) -> SocketAddrV4 {
         self.local
     }

@@ -10,6 +10,7 @@
 //! | [`buffer`] | ring buffers for send and receive data |
 //! | [`assembler`] | out-of-order segment tracking |
 //! | [`conn`] | the connection state machine (TCB) |
+//! | [`syncookie`] | SYN cookies (RFC 4987 §3.6) for a full SYN queue |
 //!
 //! Everything here is sans-IO: segments and `Instant`s in, segments and a
 //! deadline out.
@@ -22,6 +23,7 @@ pub mod isn;
 pub mod rtt;
 pub mod sack;
 pub mod seq;
+pub mod syncookie;
 
 pub use cc::CcAlgorithm;
 pub use conn::Tcb;
@@ -227,6 +229,10 @@ pub struct TcpStats {
     pub keepalive_probes: u64,
     /// Fast-recovery episodes (RFC 6582) entered.
     pub recoveries: u64,
+    /// Bytes written and not yet acknowledged (ss's Send-Q; filled by the stack).
+    pub send_queue: usize,
+    /// Bytes received and not yet read (ss's Recv-Q; filled by the stack).
+    pub recv_queue: usize,
 }
 
 impl fmt::Display for TcpStats {
