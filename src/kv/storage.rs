@@ -149,7 +149,7 @@ impl LogStore for MemLog {
 //
 // A record is `[u32 LE len][u32 LE crc][u8 kind][payload]`, `len` counting kind and payload, and
 // `crc` the CRC-32 of the len bytes, the kind and the payload. Kinds in segments: an entry (raft's
-// protobuf bytes), a hard state, a conf state. Replaying a segment applies the records in order;
+// protobuf bytes), an entry copied forward by compaction, a hard state, a conf state. Replaying a segment applies the records in order;
 // an entry at index i first drops every entry at or after i, which is how a conflicting suffix
 // is replaced on disk without a separate truncation record. One `append`/`persist` call is one
 // `write` and one `fdatasync` (group commit).
@@ -158,7 +158,8 @@ impl LogStore for MemLog {
 // the hard state and conf state at the time it was written, and `log_from`, the first segment
 // that still counts. Segments numbered below `log_from` are garbage (deleted on open), so
 // installing a snapshot, which drops the whole log, is one atomic rename. Compaction first
-// copies the live entries after the snapshot into a fresh segment, then writes the snapshot
+// copies the live entries after the snapshot into a fresh segment (as copy records, which never
+// displace an entry already there, so a half-written copy is harmless), then writes the snapshot
 // file naming that segment, then deletes the older segments: a crash at any point leaves either
 // the old snapshot with every old segment, or the new one with the fresh segment.
 //
@@ -191,6 +192,10 @@ const KIND_HARD_STATE: u8 = 2;
 const KIND_CONF_STATE: u8 = 3;
 const KIND_SNAPSHOT: u8 = 4;
 const KIND_LOG_FROM: u8 = 5;
+/// An entry copied forward by compaction: it never replaces what the log already holds at its
+/// index (a crash can leave the copy segment partly written while the old segments still count,
+/// and a partial copy must not cut the log short the way a conflicting entry would).
+const KIND_ENTRY_COPY: u8 = 6;
 
 /// Tuning for [`DiskLog::open_with`].
 #[derive(Clone, Debug)]
@@ -303,6 +308,13 @@ impl LogState {
     fn apply(&mut self, kind: u8, payload: &[u8]) -> Result<(), String> {
         match kind {
             KIND_ENTRY => self.put_entry(decode::<Entry>(payload)?),
+            KIND_ENTRY_COPY => {
+                let e = decode::<Entry>(payload)?;
+                if e.index <= self.last_index() {
+                    return Ok(());
+                }
+                self.put_entry(e)
+            }
             KIND_HARD_STATE => {
                 self.hs = decode(payload)?;
                 Ok(())
@@ -828,7 +840,7 @@ impl DiskInner {
         let keep = (index - self.state.base_index) as usize;
         let mut live = Vec::new();
         for e in &self.state.entries[keep..] {
-            put_message(&mut live, KIND_ENTRY, e)?;
+            put_message(&mut live, KIND_ENTRY_COPY, e)?;
         }
         let sf = SnapFile {
             snap,
@@ -1378,6 +1390,16 @@ mod tests {
             .collect()
     }
 
+    fn log_segments(dir: &TempDir) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn disklog_crash_inside_compaction_leaves_the_old_or_the_new_state() {
         let fill = |log: &DiskLog| {
@@ -1404,8 +1426,17 @@ mod tests {
         for (p, b) in &old {
             std::fs::write(p, b).unwrap();
         }
+        // ... and the copy segment itself may be cut anywhere by the crash.
+        let fresh = log_segments(&dir).pop().unwrap();
+        let len = std::fs::metadata(&fresh).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&fresh)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let log = DiskLog::open_with(dir.path(), opts.clone()).unwrap();
-        assert!(log.recovery_report().is_clean());
+        assert!(log.recovery_report().truncation.is_some());
         assert_eq!(log.first_index().unwrap(), 1);
         assert_eq!(
             all_entries(&log),
