@@ -9,9 +9,17 @@
 //! | `phi` | the phi-accrual failure detector (suspicion level per peer from heartbeat inter-arrival times) |
 //! | `lincheck` | a linearizability checker for KV histories (Wing–Gong/Porcupine search, per key, unknown outcomes, time budget) |
 //! | `transport` | peer links: length-prefixed frames over TCP with mutual TLS (cluster CA), reconnect with capped backoff, bounded drop-oldest queues; on the stack or on kernel TCP |
+//! | `msg` | the versioned frame nodes exchange: kind, sender, Lamport time, vector clock, raft message |
+//! | `sm` | the replicated state machine: put/get/delete/cas, exactly-once client sessions, membership addresses, snapshots |
+//! | `node` | the sans-IO node around raft-rs `RawNode`: Ready handling, consistency levels, heartbeats, trace |
+//! | `sim` | a deterministic cluster simulator: virtual time, faulty network, partitions, crash-restart, recorded client histories |
 
 pub mod clock;
 pub mod lincheck;
+pub mod msg;
+pub mod node;
 pub mod phi;
+pub mod sim;
+pub mod sm;
 pub mod storage;
 pub mod transport;
