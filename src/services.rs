@@ -7,12 +7,13 @@
 //! [`crate::http::server`], with certificates from a [`CertStore`] in a state
 //! directory (or the user's own) and optional mutual TLS.
 
-use crate::http::server::{Limits, Router, ServerOptions, ServerStats};
+use crate::http::server::{Body, Limits, Response, Router, ServerOptions, ServerStats};
 use crate::runtime::{Net, Shared, TcpListener, TcpStream, UdpSocket};
+use crate::tcp::TcpStats;
 use crate::tls::{self, CertStore, ServerTls};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::{IpAddr, Shutdown, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -201,6 +202,105 @@ fn status_page(shared: &Shared, http: &ServerStats, https: &ServerStats) -> Stri
     out
 }
 
+/// One connection's row for [`ss_table`] / [`ss_json`]: local, peer, stats.
+pub type ConnRow = (SocketAddrV4, SocketAddrV4, TcpStats);
+
+/// The stack's TCP connections like `ss -tni`: a header, then per
+/// connection its state, Recv-Q, Send-Q and addresses, and an indented line
+/// with cc, rto, rtt (srtt/rttvar), mss, cwnd, ssthresh, bytes in flight
+/// ("unacked"), retransmits and the rest of its counters.
+pub fn ss_table(conns: &[ConnRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:>7} {:>7} {:<21} {:<21}",
+        "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"
+    );
+    for (local, peer, st) in conns {
+        let state = st
+            .state
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{state:<12} {:>7} {:>7} {:<21} {:<21}",
+            st.recv_queue,
+            st.send_queue,
+            local.to_string(),
+            peer.to_string()
+        );
+        let _ = writeln!(out, "\t {st}");
+    }
+    out
+}
+
+/// The same rows as JSON: `{"connections": [{"local", "peer", "state",
+/// "cwnd", "ssthresh", "srtt_ms", "rttvar_ms", "rto_ms", "retransmits",
+/// "bytes_in_flight", "send_queue", "recv_queue", ...}]}`.
+pub fn ss_json(conns: &[ConnRow]) -> String {
+    let ms = |d: Option<crate::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let rows: Vec<serde_json::Value> = conns
+        .iter()
+        .map(|(local, peer, st)| {
+            serde_json::json!({
+                "local": local.to_string(),
+                "peer": peer.to_string(),
+                "state": st.state.map(|s| s.to_string()),
+                "cc": st.cc,
+                "cwnd": st.cwnd,
+                "ssthresh": st.ssthresh,
+                "srtt_ms": ms(st.srtt),
+                "rttvar_ms": ms(st.rttvar),
+                "rto_ms": st.rto.as_secs_f64() * 1e3,
+                "mss": st.mss,
+                "retransmits": st.retransmits,
+                "bytes_in_flight": st.bytes_in_flight,
+                "send_queue": st.send_queue,
+                "recv_queue": st.recv_queue,
+                "snd_wnd": st.snd_wnd,
+                "rcv_wnd": st.rcv_wnd,
+                "bytes_sent": st.bytes_sent,
+                "bytes_acked": st.bytes_acked,
+                "bytes_received": st.bytes_received,
+                "segs_in": st.segs_in,
+                "segs_out": st.segs_out,
+            })
+        })
+        .collect();
+    serde_json::json!({ "connections": rows }).to_string()
+}
+
+/// Print [`ss_table`] on stdout every `secs` seconds (`tunstack up
+/// --stats-every SECS`), from a thread that ends with the stack.
+pub fn print_connections_every(net: &Net, secs: u64) {
+    let shared = net.shared().clone();
+    let period = std::time::Duration::from_secs(secs.max(1));
+    let _ = std::thread::Builder::new()
+        .name("stats-every".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            if shared.is_stopped() {
+                return;
+            }
+            let conns = shared.lock().stack.tcp_connections();
+            print!("{}", ss_table(&conns));
+        });
+}
+
+/// `/connections` (the [`ss_table`] text) and `/connections.json`.
+fn connections_page(shared: &Shared, req: &crate::http::server::Request) -> Response {
+    let conns = shared.lock().stack.tcp_connections();
+    if req.path.ends_with(".json") || req.query.as_deref() == Some("json") {
+        Response::new(
+            200,
+            "application/json",
+            Body::Bytes(ss_json(&conns).into_bytes()),
+        )
+    } else {
+        Response::text(200, ss_table(&conns))
+    }
+}
+
 /// The HTTPS server configuration: the user's certificate or the store's
 /// (created on first start), with a client verifier for mutual TLS.
 fn https_config(
@@ -243,7 +343,22 @@ pub fn start_http(net: &Net, opts: &HttpOptions) -> io::Result<HttpServices> {
     let https_stats = Arc::new(ServerStats::default());
     let shared = net.shared().clone();
     let (h, hs) = (http_stats.clone(), https_stats.clone());
-    let mut router = Router::new().status(move || status_page(&shared, &h, &hs));
+    let conn_shared = net.shared().clone();
+    let conn_shared2 = net.shared().clone();
+    let mut router = Router::new()
+        .status(move || status_page(&shared, &h, &hs))
+        .route(
+            "/connections.json",
+            move |req: &crate::http::server::Request, _: &mut dyn io::Read| {
+                Ok(connections_page(&conn_shared2, req))
+            },
+        )
+        .route(
+            "/connections",
+            move |req: &crate::http::server::Request, _: &mut dyn io::Read| {
+                Ok(connections_page(&conn_shared, req))
+            },
+        );
     if let Some(dir) = &opts.www {
         router = router.static_dir(dir.clone());
     }
@@ -294,6 +409,60 @@ pub fn start_http(net: &Net, opts: &HttpOptions) -> io::Result<HttpServices> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ss_table_shows_state_queues_addresses_and_tcp_info() {
+        let st = TcpStats {
+            state: Some(crate::tcp::State::Established),
+            cwnd: 14600,
+            ssthresh: 7300,
+            srtt: Some(crate::time::Duration::from_micros(1500)),
+            rttvar: Some(crate::time::Duration::from_micros(750)),
+            rto: crate::time::Duration::from_millis(204),
+            retransmits: 3,
+            bytes_in_flight: 2920,
+            send_queue: 5000,
+            recv_queue: 17,
+            ..TcpStats::default()
+        };
+        let rows = vec![(
+            "198.19.0.2:80".parse().unwrap(),
+            "198.19.0.1:41000".parse().unwrap(),
+            st,
+        )];
+        let t = ss_table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("State") && lines[0].contains("Send-Q"));
+        let cols: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "ESTABLISHED",
+                "17",
+                "5000",
+                "198.19.0.2:80",
+                "198.19.0.1:41000"
+            ]
+        );
+        for want in [
+            "cwnd:14600",
+            "ssthresh:7300",
+            "rto:204",
+            "rtt:1.500/0.750",
+            "unacked:2920",
+            "retrans:3",
+        ] {
+            assert!(lines[2].contains(want), "{want} in {}", lines[2]);
+        }
+        let j: serde_json::Value = serde_json::from_str(&ss_json(&rows)).unwrap();
+        let c = &j["connections"][0];
+        assert_eq!(c["state"], "ESTABLISHED");
+        assert_eq!(c["cwnd"], 14600);
+        assert_eq!(c["retransmits"], 3);
+        assert_eq!(c["send_queue"], 5000);
+        assert_eq!(c["recv_queue"], 17);
+        assert_eq!(c["srtt_ms"], 1.5);
+    }
 
     #[test]
     fn rfc864_chargen_lines_rotate_and_repeat() {

@@ -149,6 +149,9 @@ enum Command {
         /// Root hints (named.root format) for --dns; default: the real root servers.
         #[arg(long, value_name = "FILE", requires = "dns")]
         root_hints: Option<PathBuf>,
+        /// Print the TCP connections like `ss -ti` every SECS seconds (also at /connections).
+        #[arg(long, value_name = "SECS")]
+        stats_every: Option<u64>,
     },
     /// Look up a DNS name through a stack of its own (device tunstack2,
     /// 198.19.2.2 beside kernel 198.19.2.1/24): iteratively from the root
@@ -217,7 +220,8 @@ fn main() -> ExitCode {
             http,
             dns,
             root_hints,
-        } => cmd_up(&stack, &http, dns, root_hints.as_deref()),
+            stats_every,
+        } => cmd_up(&stack, &http, dns, root_hints.as_deref(), stats_every),
         Command::Dig {
             stack,
             port,
@@ -347,6 +351,7 @@ fn cmd_up(
     http: &HttpFlags,
     dns: bool,
     root_hints: Option<&std::path::Path>,
+    stats_every: Option<u64>,
 ) -> Result<(), String> {
     let opts = flags.options();
     opts.validate()?;
@@ -424,6 +429,10 @@ fn cmd_up(
     println!("  echo       tcp {a}:7, udp {a}:7");
     println!("  discard    tcp {a}:9");
     println!("  chargen    tcp {a}:19");
+    println!("  ss         curl http://{a}/connections   (or .json)");
+    if let Some(secs) = stats_every {
+        tunstack::services::print_connections_every(&running.net, secs);
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     let dns_stats = ServerStats::default();
     let hints = if dns {
