@@ -318,7 +318,7 @@ impl FromIterator<(u64, u64)> for VectorClock {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -326,7 +326,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ClockError> {
+pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ClockError> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let b = *buf.get(*pos).ok_or(ClockError::Truncated)?;

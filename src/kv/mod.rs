@@ -13,6 +13,7 @@
 //! | `sm` | the replicated state machine: put/get/delete/cas, exactly-once client sessions, membership addresses, snapshots |
 //! | `node` | the sans-IO node around raft-rs `RawNode`: Ready handling, consistency levels, heartbeats, trace |
 //! | `sim` | a deterministic cluster simulator: virtual time, faulty network, partitions, crash-restart, recorded client histories |
+//! | `trace` | node event traces (JSON lines), merged into a causally ordered timeline and drawn as a space-time diagram (SVG/HTML) |
 
 pub mod clock;
 pub mod lincheck;
@@ -22,4 +23,5 @@ pub mod phi;
 pub mod sim;
 pub mod sm;
 pub mod storage;
+pub mod trace;
 pub mod transport;
