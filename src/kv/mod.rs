@@ -9,17 +9,21 @@
 //! | `phi` | the phi-accrual failure detector (suspicion level per peer from heartbeat inter-arrival times) |
 //! | `lincheck` | a linearizability checker for KV histories (Wing–Gong/Porcupine search, per key, unknown outcomes, time budget) |
 //! | `transport` | peer links: length-prefixed frames over TCP with mutual TLS (cluster CA), reconnect with capped backoff, bounded drop-oldest queues; on the stack or on kernel TCP |
+//! | `server` | the node process: driver loop around `Node`, HTTP API (`/kv/KEY`, `/status`), trace file, local-cluster operations (spawn, kill, partition) |
+//! | `client` | the client session: HTTP to the nodes with client id and sequence number, retries and failover |
 //! | `msg` | the versioned frame nodes exchange: kind, sender, Lamport time, vector clock, raft message |
 //! | `sm` | the replicated state machine: put/get/delete/cas, exactly-once client sessions, membership addresses, snapshots |
 //! | `node` | the sans-IO node around raft-rs `RawNode`: Ready handling, consistency levels, heartbeats, trace |
 //! | `sim` | a deterministic cluster simulator: virtual time, faulty network, partitions, crash-restart, recorded client histories |
 //! | `trace` | node event traces (JSON lines), merged into a causally ordered timeline and drawn as a space-time diagram (SVG/HTML) |
 
+pub mod client;
 pub mod clock;
 pub mod lincheck;
 pub mod msg;
 pub mod node;
 pub mod phi;
+pub mod server;
 pub mod sim;
 pub mod sm;
 pub mod storage;

@@ -1,6 +1,8 @@
 //! `tunstack`: the command-line front end. Argument parsing and printing
 //! only; the work is library calls (`tunstack::up`, `tunstack::services`).
 
+mod kv;
+
 use clap::{Args, Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -137,6 +139,11 @@ struct DigStackFlags {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The Raft-replicated key-value store: run a cluster or a node, read and write, status, faults, traces.
+    Kv {
+        #[command(subcommand)]
+        cmd: kv::KvCommand,
+    },
     /// Bring a stack up on a TUN device and serve HTTP (80), HTTPS (443), echo (TCP/UDP 7), discard (9) and chargen (19) until Ctrl-C.
     Up {
         #[command(flatten)]
@@ -214,6 +221,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let r = match cli.command {
+        Command::Kv { cmd } => kv::run(cmd),
         Command::Bench { quick, json } => tunstack::bench::cli(quick, json.as_deref()),
         Command::Up {
             stack,
