@@ -49,6 +49,10 @@ const TS_OPTION_LEN: usize = 12;
 const MAX_OOO_RANGES: usize = 32;
 /// RFC 5961 §7: the challenge ACK limit (`TcpConfig::challenge_ack_limit`) counts per this period.
 const CHALLENGE_ACK_PERIOD: Duration = Duration::from_secs(1);
+/// RFC 8985 §7.2: the shortest probe timeout (Linux: 10 ms)...
+const TLP_MIN: Duration = Duration::from_millis(10);
+/// ...and what it adds when one segment is outstanding (WCDelAckT).
+const TLP_DELACK: Duration = Duration::from_millis(200);
 /// RFC 7323 §5.5: TS.Recent expires after 24 days without an update.
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 /// Largest window field value without scaling.
@@ -68,6 +72,8 @@ enum Out {
     Retransmit(SeqNum, usize, bool),
     /// RFC 6675 NextSeg() rule 4: the rescue retransmission.
     Rescue(SeqNum, usize, bool),
+    /// RFC 8985 §7.3 tail loss probe: the highest unSACKed segment again.
+    TailProbe(SeqNum, usize, bool),
     /// Data and/or FIN at SND.NXT (new, or go-back-N after a timeout).
     Data(SeqNum, usize, bool),
     Ack,
@@ -174,6 +180,22 @@ pub struct Tcb {
     recover: Option<SeqNum>,
     /// Window inflation by duplicate ACKs during recovery (RFC 5681 §3.2 step 4).
     inflation: usize,
+    /// Retransmissions of this recovery: (sequence number, SND.MAX when sent),
+    /// to notice a lost retransmission of the hole at SND.UNA.
+    rtx_log: Vec<(SeqNum, SeqNum)>,
+    /// RFC 8985 §7 tail loss probe timer (PTO).
+    tlp_at: Option<Instant>,
+    /// A probe is due (the timer fired).
+    tlp_pending: bool,
+    /// The sequence number of the probe sent and not yet answered.
+    tlp_probe: Option<SeqNum>,
+    /// The peer has shown reordering: a hole with SACKed data above it was
+    /// filled by the original transmission (RACK's RACK.reordering_seen).
+    reordering_seen: bool,
+    /// Loss was suspected by count (DupThresh / IsLost) after reordering
+    /// was seen: recovery starts at this time unless the hole fills first
+    /// (RFC 8985's reordering window, RACK.reo_wnd = SRTT/4).
+    reo_at: Option<Instant>,
 
     // ----- pending output -----
     ack_now: bool,
@@ -273,6 +295,12 @@ impl Tcb {
             in_recovery: false,
             recover: None,
             inflation: 0,
+            rtx_log: Vec::new(),
+            tlp_at: None,
+            tlp_pending: false,
+            tlp_probe: None,
+            reordering_seen: false,
+            reo_at: None,
             ack_now: false,
             urgent_ack: false,
             rtx_pending: false,
@@ -646,6 +674,26 @@ impl Tcb {
         self.in_recovery && self.sack_ok
     }
 
+    /// Loss of the segment at SND.UNA is suspected by count. Once the peer
+    /// has shown reordering, wait a reordering window (RFC 8985 §6.2:
+    /// SRTT/4 here) for the hole to fill before recovering; otherwise (and
+    /// without SACK) recover at once.
+    fn loss_suspected(&mut self, now: Instant) {
+        if self.sack_ok && self.reordering_seen {
+            let reo = self.rtt.srtt().map_or(Duration::ZERO, |s| s / 4);
+            match self.reo_at {
+                None if !reo.is_zero() => {
+                    self.reo_at = Some(now + reo);
+                    return;
+                }
+                Some(t) if now < t => return,
+                _ => {}
+            }
+        }
+        self.reo_at = None;
+        self.enter_recovery(now);
+    }
+
     /// RFC 6675 §5 (4.1–4.3) / RFC 6582 §3.2 step 2: enter loss recovery.
     fn enter_recovery(&mut self, now: Instant) {
         let flight = self.snd_max - self.snd_una;
@@ -656,6 +704,9 @@ impl Tcb {
         self.inflation = if self.sack_ok { 0 } else { 3 * self.snd_mss };
         self.sb.high_rxt = self.snd_una;
         self.sb.rescue_rxt = None;
+        self.rtx_log.clear();
+        self.tlp_at = None;
+        self.tlp_pending = false;
         // (4.3) retransmit the first segment at once, whatever pipe says.
         self.rtx_pending = true;
         self.rtt_sample = None;
@@ -717,7 +768,36 @@ impl Tcb {
             && self.recover.is_none_or(|r| self.snd_una >= r)
             && self.sb.is_lost(self.snd_una, self.snd_mss)
         {
-            self.enter_recovery(now);
+            self.loss_suspected(now);
+        }
+        // RFC 8985 §7.4: the tail loss probe was SACKed while data below it
+        // is still missing: what was sent before the probe is lost.
+        if let Some(p) = self.tlp_probe {
+            if self.snd_una > p {
+                self.tlp_probe = None;
+            } else if self.sb.is_sacked(p) {
+                self.tlp_probe = None;
+                if self.sack_ok
+                    && !self.in_recovery
+                    && self.recover.is_none_or(|r| self.snd_una >= r)
+                {
+                    self.sb.lost_below = Some(p);
+                    self.enter_recovery(now);
+                }
+            }
+        }
+        // A lost retransmission (RACK's insight, RFC 8985 §6.2): the hole at
+        // SND.UNA was retransmitted when SND.MAX was m, and more than
+        // (DupThresh − 1)·SMSS sent after that has been SACKed since, yet
+        // the hole is still there: send it again rather than wait for the RTO.
+        if self.sack_recovery() && !self.rtx_pending {
+            if let Some(e) = self.rtx_log.iter_mut().find(|e| e.0 == self.snd_una) {
+                if self.sb.sacked_beyond(e.1, self.snd_mss) {
+                    e.1 = self.snd_max;
+                    self.rtx_pending = true;
+                    self.stats.lost_retransmits += 1;
+                }
+            }
         }
     }
 
@@ -732,8 +812,22 @@ impl Tcb {
             self.snd_buf_seq += n;
             self.stats.bytes_acked += n as u64;
         }
+        if !self.in_recovery
+            && !self.sb.is_empty()
+            && self.sb.high_rxt <= self.snd_una
+            && self.snd_nxt >= self.snd_max
+            && self.tlp_probe.is_none()
+        {
+            // A hole below SACKed data filled without our retransmitting
+            // it: the path reorders (RACK.reordering_seen).
+            self.reordering_seen = true;
+        }
+        self.reo_at = None;
         self.snd_una = ack;
         self.sb.advance(ack);
+        self.rtx_log.retain(|e| e.0 >= ack);
+        self.tlp_at = None;
+        self.tlp_pending = false;
         if self.snd_nxt < ack {
             self.snd_nxt = ack;
         }
@@ -812,9 +906,9 @@ impl Tcb {
             }
             return;
         }
-        if self.dup_acks as usize == DUP_THRESH && self.recover.is_none_or(|r| self.snd_una >= r) {
+        if self.dup_acks as usize >= DUP_THRESH && self.recover.is_none_or(|r| self.snd_una >= r) {
             // RFC 6582 §3.2 step 2 / RFC 6675 §5: enter loss recovery.
-            self.enter_recovery(now);
+            self.loss_suspected(now);
         }
     }
 
@@ -931,6 +1025,7 @@ impl Tcb {
         self.fin2_at = None;
         self.timewait_at = Some(now + self.cfg.msl * 2);
         self.rtx_at = None;
+        self.tlp_at = None;
         self.persist_at = None;
         self.keepalive_at = None;
         self.rtx_pending = false;
@@ -941,6 +1036,8 @@ impl Tcb {
         self.state = State::Closed;
         self.fin2_at = None;
         self.rtx_at = None;
+        self.tlp_at = None;
+        self.tlp_pending = false;
         self.persist_at = None;
         self.delack_at = None;
         self.timewait_at = None;
@@ -978,6 +1075,20 @@ impl Tcb {
             self.stats.fin_wait2_timeouts += 1;
             self.enter_closed();
             return;
+        }
+        if self.reo_at.is_some_and(|t| t <= now) {
+            // The reordering window passed and the hole is still there.
+            let lost =
+                self.dup_acks as usize >= DUP_THRESH || self.sb.is_lost(self.snd_una, self.snd_mss);
+            if !self.in_recovery && lost && self.snd_una < self.snd_max {
+                self.loss_suspected(now);
+            }
+            self.reo_at = None;
+        }
+        if self.tlp_at.is_some_and(|t| t <= now) {
+            // RFC 8985 §7.3: the probe timeout expired before any ACK.
+            self.tlp_at = None;
+            self.tlp_pending = true;
         }
         if self.rtx_at.is_some_and(|t| t <= now) {
             self.on_rto(now);
@@ -1044,6 +1155,10 @@ impl Tcb {
         self.sb.clear();
         self.sb.high_rxt = self.snd_una;
         self.sb.rescue_rxt = None;
+        self.rtx_log.clear();
+        self.tlp_at = None;
+        self.tlp_pending = false;
+        self.tlp_probe = None;
         // The earliest segment goes out even into a zero window (§3.8.6.1:
         // retransmit regardless), then go-back-N within the window.
         self.rtx_pending = !syn_state;
@@ -1089,6 +1204,30 @@ impl Tcb {
             self.rtx_at = None;
         } else if self.rtx_at.is_none() {
             self.rtx_at = Some(now + self.rtt.rto());
+        }
+        // RFC 8985 §7.2: a tail loss probe timer while data is outstanding
+        // outside recovery, one probe per flight (until an ACK moves SND.UNA).
+        let tlp_ok = self.sack_ok
+            && self.synchronized_sender()
+            && !self.in_recovery
+            && self.snd_una != self.snd_max
+            && self.tlp_probe.is_none()
+            && !self.tlp_pending
+            && self.rtt.backoff_count() == 0;
+        if !tlp_ok {
+            self.tlp_at = None;
+        } else if self.tlp_at.is_none() {
+            if let Some(srtt) = self.rtt.srtt() {
+                let mut pto = (srtt * 2).max(TLP_MIN);
+                if self.snd_max - self.snd_una <= self.snd_mss {
+                    // One segment out: allow for the peer's delayed ACK.
+                    pto += TLP_DELACK;
+                }
+                let at = now + pto;
+                if self.rtx_at.is_none_or(|r| at < r) {
+                    self.tlp_at = Some(at);
+                }
+            }
         }
         // Persist: data waiting, nothing in flight, and we may not send it.
         let stalled = self.synchronized_sender()
@@ -1235,6 +1374,26 @@ impl Tcb {
         }
     }
 
+    /// The tail loss probe: the last MSS of the highest unSACKed range.
+    fn probe_segment(&self) -> Option<(SeqNum, usize, bool)> {
+        if self.snd_una == self.snd_max {
+            return None;
+        }
+        let mut end = self.snd_max;
+        while let Some((l, _)) = self.sb.range_at(end - 1) {
+            if l <= self.snd_una {
+                return None;
+            }
+            end = l;
+        }
+        let start = if end - self.snd_una > self.snd_mss {
+            end - self.snd_mss
+        } else {
+            self.snd_una
+        };
+        self.segment_at(start, end - start)
+    }
+
     /// RFC 6675 §5 step (C): while cwnd − pipe ≥ 1 SMSS, what NextSeg() says.
     fn sack_output(&self) -> Option<Out> {
         let pipe = self.sb.pipe(self.snd_una, self.snd_max, self.snd_mss);
@@ -1274,6 +1433,11 @@ impl Tcb {
                 return Some(Out::Retransmit(s, l, f));
             }
         }
+        if self.tlp_pending {
+            if let Some((s, l, f)) = self.probe_segment() {
+                return Some(Out::TailProbe(s, l, f));
+            }
+        }
         if self.sack_recovery() {
             if let Some(out) = self.sack_output() {
                 return Some(out);
@@ -1298,6 +1462,7 @@ impl Tcb {
         self.run_timers(now);
         let Some(out) = self.next_output() else {
             self.rtx_pending = false;
+            self.tlp_pending = false;
             self.update_timers(now);
             return None;
         };
@@ -1345,6 +1510,11 @@ impl Tcb {
                     if first && self.sb.rescue_rxt.is_none() {
                         self.sb.rescue_rxt = Some(end - 1);
                     }
+                    if let Some(e) = self.rtx_log.iter_mut().find(|e| e.0 == seq) {
+                        e.1 = self.snd_max;
+                    } else if self.rtx_log.len() < 64 {
+                        self.rtx_log.push((seq, self.snd_max));
+                    }
                 }
                 seg.seq = seq;
                 seg.len = len;
@@ -1353,6 +1523,17 @@ impl Tcb {
                 if self.snd_nxt < end {
                     self.snd_nxt = end;
                 }
+            }
+            Out::TailProbe(seq, len, fin) => {
+                self.tlp_pending = false;
+                self.tlp_probe = Some(seq);
+                self.rtt_sample = None; // Karn
+                self.stats.retransmits += 1;
+                self.stats.tail_loss_probes += 1;
+                seg.seq = seq;
+                seg.len = len;
+                seg.off = seq - self.snd_buf_seq;
+                seg.fin = fin;
             }
             Out::Rescue(seq, len, fin) => {
                 // RFC 6675 NextSeg() rule 4: RescueRxt = RecoveryPoint;
@@ -1545,6 +1726,8 @@ impl Tcb {
         }
         [
             self.rtx_at,
+            self.tlp_at,
+            self.reo_at,
             self.persist_at,
             self.delack_at,
             self.timewait_at,

@@ -233,6 +233,10 @@ pub struct TcpStats {
     pub send_queue: usize,
     /// Bytes received and not yet read (ss's Recv-Q; filled by the stack).
     pub recv_queue: usize,
+    /// Tail loss probes sent (RFC 8985 §7).
+    pub tail_loss_probes: u64,
+    /// Retransmissions found lost and sent again during SACK recovery.
+    pub lost_retransmits: u64,
 }
 
 impl fmt::Display for TcpStats {

@@ -45,6 +45,10 @@ pub struct Scoreboard {
     pub high_rxt: SeqNum,
     /// RescueRxt: the RecoveryPoint of the recovery that sent a rescue, if any.
     pub rescue_rxt: Option<SeqNum>,
+    /// Every unSACKed byte below this is lost, whatever IsLost() says
+    /// (set when a tail loss probe sent later was delivered: RFC 8985's
+    /// rule that a segment sent before a delivered one is lost).
+    pub lost_below: Option<SeqNum>,
 }
 
 impl Scoreboard {
@@ -53,6 +57,7 @@ impl Scoreboard {
             ranges: Vec::with_capacity(MAX_RANGES),
             high_rxt: snd_una,
             rescue_rxt: None,
+            lost_below: None,
         }
     }
 
@@ -69,6 +74,7 @@ impl Scoreboard {
     /// timeout: the receiver may have reneged).
     pub fn clear(&mut self) {
         self.ranges.clear();
+        self.lost_below = None;
     }
 
     /// Highest SACKed sequence number (exclusive), if any.
@@ -149,6 +155,15 @@ impl Scoreboard {
         if self.high_rxt < snd_una {
             self.high_rxt = snd_una;
         }
+        if self.lost_below.is_some_and(|l| l <= snd_una) {
+            self.lost_below = None;
+        }
+    }
+
+    /// SACKed bytes above `seq` exceed (DupThresh − 1)·SMSS: enough data
+    /// sent after `seq` has arrived to call whatever was sent before it lost.
+    pub fn sacked_beyond(&self, seq: SeqNum, smss: usize) -> bool {
+        self.sacked_above(seq).0 > (DUP_THRESH - 1) * smss
     }
 
     /// SACKed bytes and SACKed ranges above (at or beyond) `seq`.
@@ -167,6 +182,9 @@ impl Scoreboard {
     /// RFC 6675 `IsLost(seq)`: DupThresh discontiguous SACKed ranges above
     /// `seq`, or more than (DupThresh − 1)·SMSS SACKed bytes above it.
     pub fn is_lost(&self, seq: SeqNum, smss: usize) -> bool {
+        if self.lost_below.is_some_and(|l| seq < l) {
+            return true;
+        }
         let (bytes, n) = self.sacked_above(seq);
         n >= DUP_THRESH || bytes > (DUP_THRESH - 1) * smss
     }

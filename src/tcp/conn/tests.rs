@@ -1744,6 +1744,49 @@ fn rfc6675_5_1_rto_forgets_scoreboard_and_resend_skips_newly_sacked_data() {
     assert_eq!(seqs(&recv_all(&mut tcb, t)), vec![3000, 4000]);
 }
 
+#[test]
+fn rfc8985_lost_retransmission_of_first_hole_is_sent_again() {
+    let (mut tcb, now, _) = sack_sent(30_000);
+    tcb.process(now, &peer_sack(0, &[(1000, 4000)]));
+    // (4.3) retransmits 0 (SND.MAX 10000 then), and new data follows as
+    // pipe allows.
+    let out = recv_all(&mut tcb, now);
+    assert_eq!(seqs(&out)[0], 0);
+    // The retransmission is lost; the peer SACKs data sent after it.
+    tcb.process(now, &peer_sack(0, &[(1000, 10_000)]));
+    recv_all(&mut tcb, now);
+    tcb.process(now, &peer_sack(0, &[(1000, 13_001)]));
+    let out = recv_all(&mut tcb, now);
+    assert_eq!(seqs(&out).first(), Some(&0), "sent again: {:?}", seqs(&out));
+    assert_eq!(tcb.stats().lost_retransmits, 1);
+    assert_eq!(tcb.stats().rto_expirations, 0);
+}
+
+#[test]
+fn rfc8985_tail_loss_probe_fires_at_two_srtt_before_the_rto() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    // SRTT 10 ms (the SYN): PTO = 20 ms, the RTO is 200 ms.
+    recv_nothing(&mut tcb, now + ms(19));
+    let probe = recv_one(&mut tcb, now + ms(20));
+    assert_eq!(probe.seq - (ISS + 1), 9000, "the last segment");
+    assert_eq!(tcb.stats().tail_loss_probes, 1);
+    assert_eq!(tcb.stats().rto_expirations, 0);
+    // One probe per flight.
+    recv_nothing(&mut tcb, now + ms(100));
+}
+
+#[test]
+fn rfc8985_sacked_probe_marks_earlier_holes_lost() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    let t = now + ms(20);
+    recv_one(&mut tcb, t);
+    // Segments 0..7 arrive; 7 and 8 were lost, the probe (9) arrives.
+    tcb.process(t, &peer_sack(7000, &[(9000, 10_000)]));
+    assert!(tcb.in_recovery, "holes below a delivered probe are lost");
+    let out = recv_all(&mut tcb, t);
+    assert_eq!(seqs(&out), vec![7000, 8000]);
+}
+
 // ----------------------------------------------------------------------
 // Timestamps: RTTM and PAWS (RFC 7323)
 // ----------------------------------------------------------------------
