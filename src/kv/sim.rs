@@ -46,35 +46,7 @@ impl SimConfig {
     }
 }
 
-/// What a client asked, as recorded in the history.
-#[derive(Clone, Debug, PartialEq)]
-pub enum HistInput {
-    Put {
-        key: String,
-        value: Vec<u8>,
-    },
-    Get {
-        key: String,
-    },
-    Delete {
-        key: String,
-    },
-    Cas {
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-    },
-}
-
-/// What the client was finally told.
-#[derive(Clone, Debug, PartialEq)]
-pub enum HistOutput {
-    Ok,
-    Value(Option<Vec<u8>>),
-    CasResult(bool),
-    /// Gave up: the operation may or may not have taken effect.
-    Unknown,
-}
+pub use super::lincheck::{KvInput as HistInput, KvOutput as HistOutput, Operation};
 
 /// One client operation: invoked at `call`, answered at `ret` (virtual µs; `u64::MAX` for
 /// `Unknown`).
@@ -103,6 +75,19 @@ pub struct Workload {
     pub think: Duration,
     /// A client gives up on an operation after this long (writes are then `Unknown`).
     pub give_up: Duration,
+}
+
+impl HistOp {
+    /// The operation as the linearizability checker takes it.
+    pub fn to_operation(&self) -> Operation {
+        Operation {
+            client: self.client,
+            call: self.call,
+            ret: self.ret,
+            input: self.input.clone(),
+            output: self.output.clone(),
+        }
+    }
 }
 
 impl Default for Workload {
