@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use raft::prelude::{ConfState, Entry, HardState};
 use raft::{GetEntriesContext, Storage};
-use tunstack::kv::storage::{DiskLog, LogStore};
+use tunstack::kv::storage::{DiskLog, DiskLogOptions, LogStore};
 use tunstack::rng::Rng;
 
 const CHILD_DIR_ENV: &str = "TUNSTACK_KV_CRASH_CHILD_DIR";
@@ -69,7 +69,11 @@ fn crash_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let log = DiskLog::open(Path::new(&dir)).expect("child opens the store");
+    // Small segments, so kills also land on segment starts and compaction deletes segments.
+    let opts = DiskLogOptions {
+        segment_bytes: 16 << 10,
+    };
+    let log = DiskLog::open_with(Path::new(&dir), opts).expect("child opens the store");
     if log.is_empty() {
         log.initialize_with_voters(&[1, 2, 3]).unwrap();
     }
@@ -155,6 +159,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_write() {
     let mut snap_floor = 0u64;
     let mut hs_term = 0u64;
     let (mut acked_total, mut torn_rounds, mut compactions, mut in_flight_rounds) = (0, 0, 0, 0);
+    let mut max_segments = 0;
 
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
@@ -242,6 +247,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_write() {
         let log = DiskLog::open(&dir).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
         let report = log.recovery_report();
         torn_rounds += u64::from(report.truncation.is_some());
+        max_segments = max_segments.max(report.segments);
         let (first, last) = (log.first_index().unwrap(), log.last_index().unwrap());
         let base = first - 1;
         assert!(
@@ -314,7 +320,8 @@ fn kill_9_at_random_moments_loses_no_acknowledged_write() {
     }
     println!(
         "{ROUNDS} kills: {acked_total} entries acknowledged, {compactions} compactions, \
-         {in_flight_rounds} kills with a call in flight, {torn_rounds} torn tails cut"
+         {in_flight_rounds} kills with a call in flight, {torn_rounds} torn tails cut, \
+         up to {max_segments} segments"
     );
     assert!(acked_total > 0, "the child never got a write acknowledged");
     let _ = std::fs::remove_dir_all(&dir);
