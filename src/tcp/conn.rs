@@ -15,7 +15,12 @@
 //! - RFC 6298: RTO with Karn's rule (one timed segment at a time), backoff.
 //! - RFC 5681/6582: fast retransmit on three duplicate ACKs, NewReno recovery;
 //!   the window algorithm itself is behind [`super::cc::CongestionControl`].
-//! - RFC 7323: window scaling; timestamps carried if negotiated.
+//! - RFC 6675: SACK-based loss recovery over the scoreboard in
+//!   [`super::sack`] (pipe, NextSeg, RecoveryPoint, RTO handling).
+//! - RFC 7323: window scaling; timestamps (TS.Recent, Last.ACK.sent, RTTM
+//!   from TSecr, PAWS with the 24-day rule).
+//! - RFC 8985 pieces: tail loss probe, lost-retransmission detection and a
+//!   reordering window before count-based recovery.
 //! - RFC 5961: challenge ACKs for in-window RST and SYN, ACK acceptability,
 //!   rate-limited.
 //! - RFC 9293 §3.8.4: keep-alives (optional).
