@@ -636,7 +636,7 @@ impl Default for SvgOptions {
 const DX: u32 = 64;
 const DY: u32 = 110;
 const LEFT: u32 = 90;
-const TOP: u32 = 120;
+const TOP: u32 = 150;
 const LABEL_CHARS: usize = 16;
 
 /// XML-escapes text for element content and attribute values.
@@ -691,7 +691,8 @@ pub fn render_svg_with(tl: &Timeline, opt: &SvgOptions) -> String {
     let x = |i: usize| LEFT + (tl.column[i] - first) * DX + DX / 2;
     let y_node = |k: usize| TOP + k as u32 * DY;
     let y = |i: usize| y_node(tl.node_ix[i] as usize);
-    let width = LEFT + cols_shown.max(1) * DX + 40;
+    // at least wide enough for the legend
+    let width = (LEFT + cols_shown.max(1) * DX + 40).max(960);
     let height = TOP + tl.nodes.len().max(1) as u32 * DY + 20;
     let n_shown = (0..tl.len()).filter(|&i| shown(i)).count();
 
