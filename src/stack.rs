@@ -63,6 +63,9 @@ pub struct StackConfig {
     /// peer or a read/write by the application; `None` (default) never.
     /// The application then sees `TimedOut`.
     pub tcp_idle_timeout: Option<Duration>,
+    /// Largest TCP/IPv4 packet the device segments itself (TSO/GSO,
+    /// `Device::capabilities`); at or below `mtu`, TCP sends MSS-sized segments.
+    pub max_tso_segment: usize,
 }
 
 impl StackConfig {
@@ -85,6 +88,7 @@ impl StackConfig {
             syn_cookies: true,
             max_tcp_connections: 65_536,
             tcp_idle_timeout: None,
+            max_tso_segment: 0,
         }
     }
 }
@@ -263,6 +267,8 @@ pub struct Stack {
     stats: StackStats,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
+    /// The device vouches for the checksum of the packet being processed.
+    rx_trusted: bool,
     /// Where the IP layer writes ICMP replies (up to 64 KB: an echo of a
     /// reassembled request), fragmented to the MTU on the way out.
     reply_buf: Vec<u8>,
@@ -298,10 +304,14 @@ impl Stack {
         config.mtu = config.mtu.clamp(576, 65535);
         config.tcp.mss = (config.mtu - ipv4::HEADER_LEN - crate::wire::tcp::HEADER_LEN) as u16;
         config.ip.addr = config.addr;
+        config.max_tso_segment = config.max_tso_segment.clamp(config.mtu, 65535);
+        // Room for the largest TCP header (60) beside the IP header.
+        config.tcp.max_send_segment = config.max_tso_segment - ipv4::HEADER_LEN - 60;
         let mut key = [0u8; 16];
         rng.fill(&mut key);
         let ip = Ipv4Layer::new(config.ip.clone(), rng.next_u32() as u16);
         let mtu = config.mtu;
+        let tx_len = config.max_tso_segment;
         Stack {
             config,
             ip,
@@ -322,7 +332,8 @@ impl Stack {
             events: Vec::new(),
             stats: StackStats::default(),
             rx_buf: vec![0; mtu.max(65535)],
-            tx_buf: vec![0; mtu],
+            tx_buf: vec![0; tx_len],
+            rx_trusted: false,
             reply_buf: vec![0; 65535],
             next_deadline: None,
             dirty: Vec::new(),
@@ -359,7 +370,10 @@ impl Stack {
         let mut rx = std::mem::take(&mut self.rx_buf);
         for _ in 0..self.config.rx_batch {
             match dev.recv(now, &mut rx) {
-                Ok(Some(n)) => self.receive_packet(now, dev, &rx[..n]),
+                Ok(Some(n)) => {
+                    self.rx_trusted = dev.rx_checksum_trusted();
+                    self.receive_packet(now, dev, &rx[..n]);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.stats.rx_device_errors += 1;
@@ -492,7 +506,9 @@ impl Stack {
         dst: Ipv4Addr,
         segment: &[u8],
     ) {
-        let seg = match TcpRepr::parse(src, dst, segment, true) {
+        // A segment the device vouches for may carry only a partial
+        // checksum (vnet header NEEDS_CSUM): the kernel built it.
+        let seg = match TcpRepr::parse(src, dst, segment, !self.rx_trusted) {
             Ok(seg) => seg,
             Err(WireError::BadChecksum) => {
                 self.stats.tcp_rx_bad_checksum += 1;

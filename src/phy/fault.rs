@@ -75,6 +75,9 @@ pub struct FaultInjector<D> {
     held_rx: BinaryHeap<Held>,
     held_tx: BinaryHeap<Held>,
     seq: u64,
+    /// The inner device vouched for the checksum of the packet `recv` last
+    /// returned straight through (held or corrupted packets are never trusted).
+    rx_trusted: bool,
 }
 
 /// Flip one bit of `packet`, chosen by `rng`; returns (byte, bit).
@@ -155,6 +158,7 @@ impl<D: Device> FaultInjector<D> {
             held_rx: BinaryHeap::new(),
             held_tx: BinaryHeap::new(),
             seq: 0,
+            rx_trusted: false,
         }
     }
 
@@ -195,6 +199,7 @@ impl<D: Device> FaultInjector<D> {
 impl<D: Device> Device for FaultInjector<D> {
     fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         self.release_tx(now)?;
+        self.rx_trusted = false;
         if let Some(Reverse((due, _, _))) = self.held_rx.peek() {
             if *due <= now {
                 let Some(Reverse((_, _, p))) = self.held_rx.pop() else {
@@ -210,6 +215,7 @@ impl<D: Device> Device for FaultInjector<D> {
                 return Ok(None);
             };
             if self.rx_config.is_none() {
+                self.rx_trusted = self.inner.rx_checksum_trusted();
                 return Ok(Some(n));
             }
             let v = decide(&mut self.rng, &self.rx_config, &mut self.rx_stats);
@@ -228,7 +234,10 @@ impl<D: Device> Device for FaultInjector<D> {
                     Self::hold(&mut self.held_rx, &mut self.seq, now + d, buf[..n].to_vec());
                     continue;
                 }
-                None => return Ok(Some(n)),
+                None => {
+                    self.rx_trusted = !v.corrupt && self.inner.rx_checksum_trusted();
+                    return Ok(Some(n));
+                }
             }
         }
     }
@@ -277,6 +286,14 @@ impl<D: Device> Device for FaultInjector<D> {
         let rx = self.held_rx.peek().map(|r| r.0 .0);
         let tx = self.held_tx.peek().map(|r| r.0 .0);
         [rx, tx, self.inner.poll_at()].into_iter().flatten().min()
+    }
+
+    fn capabilities(&self) -> super::Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn rx_checksum_trusted(&self) -> bool {
+        self.rx_trusted
     }
 }
 

@@ -9,6 +9,7 @@ pub mod fault;
 pub mod pcap;
 pub mod queue;
 pub mod tun;
+pub mod vnet;
 
 use crate::time::Instant;
 use std::io;
@@ -31,6 +32,29 @@ pub trait Device {
     fn poll_at(&self) -> Option<Instant> {
         None
     }
+
+    /// What the device can do beyond moving MTU-sized packets.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_tso_segment: self.mtu(),
+        }
+    }
+
+    /// True if the packet the last `recv` returned is a TCP segment whose
+    /// checksum the device (the kernel, through a vnet header) vouches for:
+    /// it may hold only a partial sum, so the stack must not verify it.
+    fn rx_checksum_trusted(&self) -> bool {
+        false
+    }
+}
+
+/// Device capabilities the stack asks for (see [`Device::capabilities`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Largest IPv4 packet carrying one TCP segment that `send` accepts; the
+    /// device cuts anything beyond the MTU into MTU-sized segments (TSO/GSO).
+    /// Equal to the MTU when the device cannot segment.
+    pub max_tso_segment: usize,
 }
 
 impl<D: Device + ?Sized> Device for &mut D {
@@ -46,6 +70,12 @@ impl<D: Device + ?Sized> Device for &mut D {
     fn poll_at(&self) -> Option<Instant> {
         (**self).poll_at()
     }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn rx_checksum_trusted(&self) -> bool {
+        (**self).rx_checksum_trusted()
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -60,5 +90,11 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn poll_at(&self) -> Option<Instant> {
         (**self).poll_at()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn rx_checksum_trusted(&self) -> bool {
+        (**self).rx_checksum_trusted()
     }
 }

@@ -152,6 +152,14 @@ impl<D: Device> Device for PcapWriter<D> {
     fn poll_at(&self) -> Option<Instant> {
         self.inner.poll_at()
     }
+
+    fn capabilities(&self) -> super::Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn rx_checksum_trusted(&self) -> bool {
+        self.inner.rx_checksum_trusted()
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,14 @@ pub struct QueueDevice {
     pub mtu: usize,
     /// Packets beyond this many in `tx` are dropped (`send` returns false).
     pub tx_limit: usize,
+    /// Per-packet "checksum vouched for" flags, front-aligned with `rx`
+    /// (packets pushed straight onto `rx` beyond its length count as false);
+    /// filled by [`QueueDevice::push_rx`].
+    pub rx_trusted: VecDeque<bool>,
+    /// What `rx_checksum_trusted` reports for the last packet `recv` returned.
+    last_trusted: bool,
+    /// Reported by `capabilities` (default: the MTU, no segmentation).
+    pub max_tso_segment: usize,
 }
 
 impl QueueDevice {
@@ -27,6 +35,9 @@ impl QueueDevice {
             spare: Vec::new(),
             mtu,
             tx_limit: 4096,
+            rx_trusted: VecDeque::new(),
+            last_trusted: false,
+            max_tso_segment: mtu,
         }
     }
 
@@ -35,6 +46,16 @@ impl QueueDevice {
         let mut b = self.spare.pop().unwrap_or_default();
         b.clear();
         b
+    }
+
+    /// Queue a received packet with its checksum-trust flag
+    /// (see [`Device::rx_checksum_trusted`]).
+    pub fn push_rx(&mut self, packet: Vec<u8>, trusted: bool) {
+        while self.rx_trusted.len() < self.rx.len() {
+            self.rx_trusted.push_back(false);
+        }
+        self.rx.push_back(packet);
+        self.rx_trusted.push_back(trusted);
     }
 
     pub fn recycle(&mut self, buf: Vec<u8>) {
@@ -48,6 +69,7 @@ impl Device for QueueDevice {
     fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self.rx.pop_front() {
             Some(p) => {
+                self.last_trusted = self.rx_trusted.pop_front().unwrap_or(false);
                 let n = p.len().min(buf.len());
                 buf[..n].copy_from_slice(&p[..n]);
                 self.recycle(p);
@@ -69,5 +91,44 @@ impl Device for QueueDevice {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn capabilities(&self) -> super::Capabilities {
+        super::Capabilities {
+            max_tso_segment: self.max_tso_segment.max(self.mtu),
+        }
+    }
+
+    fn rx_checksum_trusted(&self) -> bool {
+        self.last_trusted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Instant;
+
+    #[test]
+    fn trust_flags_follow_their_packets() {
+        let mut q = QueueDevice::new(1500);
+        q.rx.push_back(vec![1]); // pushed without a flag: untrusted
+        q.push_rx(vec![2], true);
+        q.push_rx(vec![3], false);
+        q.rx.push_back(vec![4]);
+        let mut buf = [0u8; 8];
+        let mut got = Vec::new();
+        while let Some(n) = q.recv(Instant::ZERO, &mut buf).unwrap() {
+            got.push((buf[..n].to_vec(), q.rx_checksum_trusted()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (vec![1], false),
+                (vec![2], true),
+                (vec![3], false),
+                (vec![4], false)
+            ]
+        );
     }
 }

@@ -1,14 +1,46 @@
-//! The TUN device (tun-tap, no packet-info header, non-blocking), whose fd the
+//! The TUN device (no packet-info header, non-blocking), whose fd the
 //! runtime registers with mio.
+//!
+//! Two modes. Plain ([`TunDevice::open`], through tun-tap): one IP packet per
+//! read or write, at most the MTU. Offload ([`TunDevice::open_offload`]): the
+//! device is opened with `IFF_VNET_HDR`, the kernel is asked for checksum
+//! offload and TCPv4 segmentation (TUNSETOFFLOAD `TUN_F_CSUM | TUN_F_TSO4`),
+//! and every packet carries a 10-byte virtio-net header ([`super::vnet`]), so
+//! one read or write moves a TCP segment of up to 64 KB. The kernel cuts what
+//! we write into MTU-sized segments only if it must (local delivery takes the
+//! large segment whole), and hands us its own large segments unsegmented.
+//! Where the kernel refuses either step, the device falls back to plain mode,
+//! says so once in the log, and reports why ([`TunDevice::offload_refused`]).
 
-use super::Device;
+use super::vnet::{self, OffloadStats, VnetHdr};
+use super::{Capabilities, Device};
 use crate::time::Instant;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+/// Largest IPv4 packet (total length is 16 bits): the most one GSO write carries.
+pub const MAX_GSO_PACKET: usize = 65535;
+
+enum Handle {
+    Plain(tun_tap::Iface),
+    Vnet { file: File, name: String },
+}
+
+/// State of the offload mode.
+struct Offload {
+    stats: Arc<OffloadStats>,
+    /// The last packet `recv` returned had a checksum the kernel vouches for.
+    last_trusted: bool,
+}
 
 pub struct TunDevice {
-    iface: tun_tap::Iface,
+    handle: Handle,
     mtu: usize,
+    offload: Option<Offload>,
+    /// Why offload was asked for and not granted.
+    refused: Option<String>,
 }
 
 /// Put `fd` into non-blocking mode. (tun-tap's own `set_non_blocking` sits
@@ -33,6 +65,89 @@ fn is_transient(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
+/// `ifreq` with a name and flags, for TUNSETIFF.
+fn ifreq(name: &str, flags: libc::c_int) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad TUN device name {name:?}"),
+        ));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = flags as libc::c_short;
+    Ok(req)
+}
+
+/// The name stored in an `ifreq` (the kernel may fill in a pattern).
+fn ifreq_name(req: &libc::ifreq) -> String {
+    let b: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// Open `/dev/net/tun` as device `name` with a virtio-net header and ask for
+/// offloads. Errors say which step the kernel refused.
+fn open_vnet(name: &str) -> io::Result<(File, String)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| io::Error::new(e.kind(), format!("open /dev/net/tun: {e}")))?;
+    let fd = file.as_raw_fd();
+    let mut req = ifreq(name, libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR)?;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which we own.
+    if unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut req) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("TUNSETIFF IFF_VNET_HDR: {e}"),
+        ));
+    }
+    let hdr_len = vnet::HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int, which we own.
+    if unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ, &hdr_len) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ: {e}")));
+    }
+    // IPv4 only: the stack speaks no IPv6, so TSO6 is not asked for.
+    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    if unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, offloads as libc::c_ulong) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("TUNSETOFFLOAD CSUM|TSO4: {e}"),
+        ));
+    }
+    set_non_blocking(fd)?;
+    Ok((file, ifreq_name(&req)))
+}
+
+/// An iovec the kernel writes into.
+fn iovec_mut(b: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_mut_ptr() as *mut libc::c_void,
+        iov_len: b.len(),
+    }
+}
+
+/// An iovec the kernel only reads.
+fn iovec(b: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_ptr() as *mut libc::c_void,
+        iov_len: b.len(),
+    }
+}
+
 impl TunDevice {
     /// Open the TUN device `name` (created if missing, attached to if it
     /// exists and we may use it), without packet-info header, non-blocking.
@@ -45,33 +160,193 @@ impl TunDevice {
             )
         })?;
         set_non_blocking(iface.as_raw_fd())?;
-        Ok(TunDevice { iface, mtu })
+        Ok(TunDevice {
+            handle: Handle::Plain(iface),
+            mtu,
+            offload: None,
+            refused: None,
+        })
+    }
+
+    /// Open `name` in offload mode (virtio-net header, checksum offload,
+    /// TCPv4 segmentation). If the kernel refuses, log it once and open in
+    /// plain mode instead; [`TunDevice::offload_refused`] then says why.
+    pub fn open_offload(name: &str, mtu: usize) -> io::Result<TunDevice> {
+        match open_vnet(name) {
+            Ok((file, name)) => Ok(TunDevice {
+                handle: Handle::Vnet { file, name },
+                mtu,
+                offload: Some(Offload {
+                    stats: Arc::new(OffloadStats::default()),
+                    last_trusted: false,
+                }),
+                refused: None,
+            }),
+            Err(e) => {
+                log::warn!(
+                    "TUN offload refused by the kernel on {name:?} ({e}); continuing without offload"
+                );
+                let mut dev = TunDevice::open(name, mtu)?;
+                dev.refused = Some(e.to_string());
+                Ok(dev)
+            }
+        }
     }
 
     /// The kernel's name for the device.
     pub fn name(&self) -> &str {
-        self.iface.name()
+        match &self.handle {
+            Handle::Plain(i) => i.name(),
+            Handle::Vnet { name, .. } => name,
+        }
+    }
+
+    /// True if the device runs with a virtio-net header and offloads.
+    pub fn offload_active(&self) -> bool {
+        self.offload.is_some()
+    }
+
+    /// Why offload was asked for and refused (`None`: not asked, or granted).
+    pub fn offload_refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// Counters of the offload mode (GSO reads and writes, bad headers), to
+    /// be read from any thread; `None` in plain mode.
+    pub fn offload_stats(&self) -> Option<Arc<OffloadStats>> {
+        self.offload.as_ref().map(|o| o.stats.clone())
+    }
+
+    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let Handle::Vnet { file, .. } = &self.handle else {
+            unreachable!("recv_vnet on a plain device")
+        };
+        let Some(off) = self.offload.as_mut() else {
+            unreachable!("recv_vnet without offload state")
+        };
+        off.last_trusted = false;
+        let stats = &off.stats;
+        // Malformed packets are counted and skipped; bound the loop so a
+        // flood of them cannot starve the caller.
+        for _ in 0..64 {
+            let mut hdr = [0u8; vnet::HDR_LEN];
+            let iov = [iovec_mut(&mut hdr), iovec_mut(buf)];
+            // SAFETY: both iovecs point at buffers we own for the call; the
+            // kernel writes at most their lengths.
+            let n = unsafe { libc::readv(file.as_raw_fd(), iov.as_ptr(), 2) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            OffloadStats::add(&stats.rx_packets, 1);
+            let h = match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]) {
+                Ok(h) => h,
+                Err(_) => {
+                    OffloadStats::add(&stats.rx_bad_header, 1);
+                    continue;
+                }
+            };
+            let len = (n - vnet::HDR_LEN).min(buf.len());
+            let packet = &mut buf[..len];
+            let info = match vnet::check_rx(&h, packet) {
+                Ok(i) => i,
+                Err(e) => {
+                    OffloadStats::add(&stats.rx_bad_header, 1);
+                    log::debug!("TUN: dropped a packet with a bad vnet header: {e}");
+                    continue;
+                }
+            };
+            if info.needs_completion && vnet::complete_checksum(&h, packet).is_err() {
+                OffloadStats::add(&stats.rx_bad_header, 1);
+                continue;
+            }
+            if info.gso {
+                OffloadStats::add(&stats.rx_gso, 1);
+                OffloadStats::add(&stats.rx_gso_bytes, len as u64);
+            }
+            if h.flags & vnet::F_NEEDS_CSUM != 0 {
+                OffloadStats::add(&stats.rx_csum_partial, 1);
+            }
+            off.last_trusted = info.csum_trusted;
+            return Ok(Some(len));
+        }
+        Ok(None)
+    }
+
+    fn send_vnet(&mut self, packet: &[u8]) -> io::Result<()> {
+        let Handle::Vnet { file, .. } = &self.handle else {
+            unreachable!("send_vnet on a plain device")
+        };
+        let Some(off) = self.offload.as_ref() else {
+            unreachable!("send_vnet without offload state")
+        };
+        let plan = vnet::tx_plan(packet, self.mtu).unwrap_or(vnet::TxPlan {
+            hdr: VnetHdr::default(),
+            csum_patch: None,
+        });
+        let hdr = plan.hdr.to_bytes();
+        let n = match plan.csum_patch {
+            // The checksum field goes out as the pseudo-header sum, without
+            // touching the caller's packet: header, up to the field, the
+            // field, the rest.
+            Some((at, value)) if at + 2 <= packet.len() => {
+                let iov = [
+                    iovec(&hdr),
+                    iovec(&packet[..at]),
+                    iovec(&value),
+                    iovec(&packet[at + 2..]),
+                ];
+                // SAFETY: the iovecs point at buffers alive for the call; the
+                // kernel only reads them.
+                unsafe { libc::writev(file.as_raw_fd(), iov.as_ptr(), 4) }
+            }
+            _ => {
+                let iov = [iovec(&hdr), iovec(packet)];
+                // SAFETY: as above.
+                unsafe { libc::writev(file.as_raw_fd(), iov.as_ptr(), 2) }
+            }
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        OffloadStats::add(&off.stats.tx_packets, 1);
+        if plan.hdr.gso_type != vnet::GSO_NONE {
+            OffloadStats::add(&off.stats.tx_gso, 1);
+            OffloadStats::add(&off.stats.tx_gso_bytes, packet.len() as u64);
+        }
+        Ok(())
     }
 }
 
 impl AsRawFd for TunDevice {
     fn as_raw_fd(&self) -> RawFd {
-        self.iface.as_raw_fd()
+        match &self.handle {
+            Handle::Plain(i) => i.as_raw_fd(),
+            Handle::Vnet { file, .. } => file.as_raw_fd(),
+        }
     }
 }
 
 impl Device for TunDevice {
     fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match self.iface.recv(buf) {
-            Ok(n) => Ok(Some(n)),
+        let r = match &self.handle {
+            Handle::Plain(i) => i.recv(buf).map(Some),
+            Handle::Vnet { .. } => self.recv_vnet(buf),
+        };
+        match r {
+            Ok(n) => Ok(n),
             Err(e) if is_transient(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     fn send(&mut self, _now: Instant, packet: &[u8]) -> io::Result<bool> {
-        match self.iface.send(packet) {
-            Ok(_) => Ok(true),
+        let r = match &self.handle {
+            Handle::Plain(i) => i.send(packet).map(|_| ()),
+            Handle::Vnet { .. } => self.send_vnet(packet),
+        };
+        match r {
+            Ok(()) => Ok(true),
             Err(e) if is_transient(&e) => Ok(false),
             Err(e) => Err(e),
         }
@@ -79,6 +354,20 @@ impl Device for TunDevice {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_tso_segment: if self.offload.is_some() {
+                MAX_GSO_PACKET.max(self.mtu)
+            } else {
+                self.mtu
+            },
+        }
+    }
+
+    fn rx_checksum_trusted(&self) -> bool {
+        self.offload.as_ref().is_some_and(|o| o.last_trusted)
     }
 }
 
@@ -91,6 +380,14 @@ mod tests {
         assert!(is_transient(&io::Error::from(io::ErrorKind::WouldBlock)));
         assert!(is_transient(&io::Error::from_raw_os_error(libc::ENOBUFS)));
         assert!(!is_transient(&io::Error::from_raw_os_error(libc::EIO)));
+    }
+
+    #[test]
+    fn ifreq_refuses_long_names_and_keeps_short_ones() {
+        assert!(ifreq("a-name-that-is-too-long", 0).is_err());
+        assert!(ifreq("nul\0", 0).is_err());
+        let r = ifreq("tun7", libc::IFF_TUN).unwrap();
+        assert_eq!(ifreq_name(&r), "tun7");
     }
 
     #[test]

@@ -134,6 +134,7 @@ impl Net {
         rng: Rng,
     ) -> io::Result<Net> {
         config.mtu = config.mtu.min(device.mtu());
+        config.max_tso_segment = device.capabilities().max_tso_segment;
         let addr = config.addr;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -255,7 +256,7 @@ fn event_loop<D: Device + AsRawFd>(
                 Ok(Some(n)) => {
                     let mut b = queue.take_buffer();
                     b.extend_from_slice(&rx_buf[..n]);
-                    queue.rx.push_back(b);
+                    queue.push_rx(b, device.rx_checksum_trusted());
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -1325,7 +1325,12 @@ impl Tcb {
                 0
             }
         };
-        let mut want = unsent.min(usable).min(self.snd_mss);
+        let mut want = unsent.min(usable).min(self.send_segment_max());
+        if want > self.snd_mss && want < unsent {
+            // Large (device-segmented) segments are whole MSS multiples: no
+            // runt in the middle of the stream.
+            want -= want % self.snd_mss;
+        }
         if nxt < self.snd_max {
             if let Some(l) = self.sb.next_sacked_after(nxt) {
                 want = want.min(l - nxt);
@@ -1344,11 +1349,22 @@ impl Tcb {
         let retransmission = nxt < self.snd_max;
         let send = retransmission
             || fin
-            || want == self.snd_mss
+            || want >= self.snd_mss
             || self.force_send
             || ((self.cfg.nodelay || self.snd_una == self.snd_max) && want == unsent)
             || (self.max_snd_wnd > 0 && want >= self.max_snd_wnd / 2);
         send.then_some((nxt, len, fin))
+    }
+
+    /// Largest new-data segment: the device's segment size when it segments
+    /// itself (TSO/GSO) and the peer takes our full MSS, else the MSS.
+    fn send_segment_max(&self) -> usize {
+        let opt = if self.ts_ok { TS_OPTION_LEN } else { 0 };
+        if self.cfg.max_send_segment > self.snd_mss && self.snd_mss + opt >= self.cfg.mss as usize {
+            self.cfg.max_send_segment
+        } else {
+            self.snd_mss
+        }
     }
 
     /// The segment at SND.UNA for a fast retransmission.

@@ -161,6 +161,11 @@ pub struct TcpConfig {
     /// RFC 5961 §7: challenge ACKs per second, counted per connection (a
     /// stack-wide counter is the side channel of CVE-2016-5696).
     pub challenge_ack_limit: u32,
+    /// Largest segment payload the device accepts and segments itself
+    /// (TSO/GSO); the stack sets it from the device. When larger than the MSS
+    /// (and the peer takes full-MTU segments), data goes out in segments up
+    /// to this size, which the device cuts into MSS-sized ones on the wire.
+    pub max_send_segment: usize,
 }
 
 impl Default for TcpConfig {
@@ -186,6 +191,7 @@ impl Default for TcpConfig {
             sack: false,
             timestamps: false,
             challenge_ack_limit: 10,
+            max_send_segment: 0,
         }
     }
 }

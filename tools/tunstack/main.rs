@@ -48,6 +48,9 @@ struct StackFlags {
     /// Write every packet to this pcap file (tcpdump -r FILE reads it).
     #[arg(long)]
     pcap: Option<PathBuf>,
+    /// Open the TUN with a virtio-net header and kernel TSO/GSO and checksum offload (64 KB per read/write); falls back if refused.
+    #[arg(long)]
+    offload: bool,
 }
 
 impl StackFlags {
@@ -58,6 +61,7 @@ impl StackFlags {
             peer: self.peer,
             mtu: self.mtu,
             pcap: self.pcap.clone(),
+            offload: self.offload,
         }
     }
 }
@@ -92,6 +96,7 @@ impl ClientStackFlags {
             peer: self.peer,
             mtu: self.mtu,
             pcap: self.pcap.clone(),
+            offload: false,
         }
     }
 }
@@ -338,6 +343,7 @@ fn cmd_dig(
         peer: flags.peer,
         mtu: flags.mtu,
         pcap: flags.pcap.clone(),
+        offload: false,
     };
     up_opts.validate()?;
     let running = up::bring_up(&up_opts)
@@ -452,6 +458,12 @@ fn cmd_up(
     };
     if let Some(p) = &opts.pcap {
         println!("  pcap       {}", p.display());
+    }
+    if opts.offload {
+        match &running.offload_refused {
+            None => println!("  offload    vnet header, TSO/GSO and checksum offload on"),
+            Some(why) => println!("  offload    refused by the kernel ({why}): plain TUN"),
+        }
     }
     println!(
         "Ctrl-C stops the stack{}.",
