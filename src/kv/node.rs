@@ -15,6 +15,8 @@
 //! answers when it applies the entry (matched by `(client_id, seq)`), or `Unavailable` after
 //! `request_timeout` (the write may or may not have taken effect; retry with the same
 //! `(client_id, seq)`). `NotLeader { leader: None }` only when no leader is known at all.
+//! Session writes in flight are proposed again whenever a (new) leader becomes known, so a
+//! write forwarded to a leader that then died is not stuck until its timeout.
 //! A request with `client_id == 0` has no session and is given a node-unique id.
 //!
 //! Reads: `Linearizable` through raft's ReadIndex (a follower's request is forwarded to the
@@ -44,38 +46,7 @@ use super::msg::{Frame, FrameKind};
 use super::phi::{PhiAccrual, PhiConfig};
 use super::sm::{Command, ConfContext, StateMachine, WriteOp, WriteResult};
 use super::storage::LogStore;
-pub use interim_trace::{EventKind, MsgId, TraceEvent};
-
-/// The trace event types of the KV-API contract, here until `kv::trace` (helper kv-pure) lands;
-/// then this module goes and the `pub use` above points at `super::trace`.
-mod interim_trace {
-    use super::VectorClock;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct MsgId {
-        pub from: u64,
-        pub seq: u64,
-    }
-
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-    pub enum EventKind {
-        Send { to: u64, msg: MsgId },
-        Recv { from: u64, msg: MsgId },
-        Local,
-    }
-
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-    pub struct TraceEvent {
-        pub node: u64,
-        pub seq: u64,
-        pub lamport: u64,
-        pub vclock: VectorClock,
-        pub kind: EventKind,
-        pub label: String,
-        pub wall_us: u64,
-    }
-}
+pub use super::trace::{EventKind, MsgId, TraceEvent};
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -264,6 +235,12 @@ pub struct NodeCounters {
     pub snapshots_installed: u64,
 }
 
+#[derive(Clone)]
+enum Proposal {
+    Write(Vec<u8>),
+    Conf(ConfChange),
+}
+
 struct Waiter {
     ticket: u64,
     deadline: Instant,
@@ -303,6 +280,10 @@ pub struct Node<S: LogStore> {
     next_tick: Instant,
     now: Instant,
     writes: HashMap<(u64, u64), Vec<Waiter>>,
+    /// Session writes in flight: their proposals, re-proposed when the leader changes (raft
+    /// drops a proposal forwarded to a leader that died; the session makes a repeat harmless).
+    proposals: BTreeMap<(u64, u64), Proposal>,
+    repropose: bool,
     lin_reads: BTreeMap<u64, LinRead>,
     seq_reads: Vec<SeqRead>,
     outbox: Vec<Output>,
@@ -445,6 +426,8 @@ impl<S: LogStore> Node<S> {
             trace: Vec::new(),
             peers: BTreeMap::new(),
             writes: HashMap::new(),
+            proposals: BTreeMap::new(),
+            repropose: false,
             lin_reads: BTreeMap::new(),
             seq_reads: Vec::new(),
             outbox: Vec::new(),
@@ -774,12 +757,18 @@ impl<S: LogStore> Node<S> {
             return;
         }
         let cmd = Command { client_id, seq, op };
-        match self.raw.propose(vec![], cmd.encode()) {
-            Ok(()) => self
-                .writes
-                .entry((client_id, seq))
-                .or_default()
-                .push(Waiter { ticket, deadline }),
+        let data = cmd.encode();
+        match self.raw.propose(vec![], data.clone()) {
+            Ok(()) => {
+                self.writes
+                    .entry((client_id, seq))
+                    .or_default()
+                    .push(Waiter { ticket, deadline });
+                if client_id != 0 {
+                    self.proposals
+                        .insert((client_id, seq), Proposal::Write(data));
+                }
+            }
             Err(_) => {
                 let o = self.not_leader();
                 self.reply(ticket, o, 0);
@@ -819,12 +808,16 @@ impl<S: LogStore> Node<S> {
         }
         .encode()
         .into();
-        match self.raw.propose_conf_change(vec![], cc) {
-            Ok(()) => self
-                .writes
-                .entry((client_id, seq))
-                .or_default()
-                .push(Waiter { ticket, deadline }),
+        match self.raw.propose_conf_change(vec![], cc.clone()) {
+            Ok(()) => {
+                self.writes
+                    .entry((client_id, seq))
+                    .or_default()
+                    .push(Waiter { ticket, deadline });
+                if client_id != 0 {
+                    self.proposals.insert((client_id, seq), Proposal::Conf(cc));
+                }
+            }
             Err(_) => {
                 let o = self.not_leader();
                 self.reply(ticket, o, 0);
@@ -915,6 +908,10 @@ impl<S: LogStore> Node<S> {
                 self.next_tick += self.cfg.tick;
             }
             for _ in 0..64 {
+                if self.repropose && self.failed.is_none() {
+                    self.repropose = false;
+                    self.repropose_all();
+                }
                 if self.failed.is_some() || !self.raw.has_ready() {
                     break;
                 }
@@ -931,6 +928,18 @@ impl<S: LogStore> Node<S> {
         }
         self.expire(now);
         out.append(&mut self.outbox);
+    }
+
+    fn repropose_all(&mut self) {
+        self.proposals.retain(|k, _| self.writes.contains_key(k));
+        let all: Vec<Proposal> = self.proposals.values().cloned().collect();
+        for p in all {
+            let _ = match p {
+                Proposal::Write(data) => self.raw.propose(vec![], data),
+                Proposal::Conf(cc) => self.raw.propose_conf_change(vec![], cc),
+            };
+        }
+        self.fix_election_timeout();
     }
 
     fn fail(&mut self, why: String) {
@@ -963,6 +972,9 @@ impl<S: LogStore> Node<S> {
     fn handle_ready(&mut self) -> Result<(), String> {
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
+            if ss.leader_id != 0 {
+                self.repropose = true;
+            }
             let label = match ss.raft_state {
                 StateRole::Leader => format!("became leader t{}", self.raw.raft.term),
                 StateRole::Follower if ss.leader_id != 0 => {
