@@ -12,6 +12,7 @@
 //! veth), in both directions.
 
 pub mod common;
+pub mod dns;
 pub mod env;
 pub mod kernel;
 #[cfg(feature = "smoltcp-bench")]
@@ -121,6 +122,8 @@ pub struct Report {
     pub idle: Option<Result<IdleMemory, String>>,
     /// `idle_conns` held to one server, new connections/s meanwhile (issue 6 scale).
     pub scale: Option<Result<tunstack::Scale, String>>,
+    /// Our resolver on the stack against Unbound ([`dns`]).
+    pub dns: Option<Result<dns::DnsBench, String>>,
     pub seconds: f64,
     /// CPUs, CPU model and kernel of the machine the run was made on.
     pub machine: String,
@@ -192,7 +195,7 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
         ..Report::default()
     };
     let smol = cfg!(feature = "smoltcp-bench");
-    let n = 4 * 2 * if smol { 2 } else { 1 } + 4 + 3;
+    let n = 4 * 2 * if smol { 2 } else { 1 } + 4 + 3 + 1;
     let mut pg = Progress {
         i: 0,
         n,
@@ -324,6 +327,16 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
                     .map_or("-".into(), |c| format!("{c:.0}"))
             )
         },
+    ));
+    let dp = if quick {
+        dns::DnsParams::quick()
+    } else {
+        dns::DnsParams::full()
+    };
+    r.dns = Some(pg.step(
+        "DNS: tunstack up --dns vs Unbound (dnsperf cached, cold resolution)",
+        || dns::run(dp),
+        dns::DnsBench::summary,
     ));
     r.seconds = pg.start.elapsed().as_secs_f64();
     r
@@ -571,6 +584,7 @@ impl Report {
             }
             None => {}
         }
+        t.push_str(&dns::table(&self.dns));
         let errors = self.errors();
         if !errors.is_empty() {
             let _ = writeln!(t, "\nerrors:");
@@ -630,6 +644,9 @@ impl Report {
         }
         if let Some(Err(e)) = &self.scale {
             out.push(("scale".into(), e.clone()));
+        }
+        if let Some(Err(e)) = &self.dns {
+            out.push(("dns".into(), e.clone()));
         }
         out
     }
@@ -704,6 +721,7 @@ impl Report {
                 m.push(("scale.loop_cpu_us_per_conn".into(), c, "µs"));
             }
         }
+        m.extend(dns::metrics(&self.dns));
         m
     }
 
