@@ -219,6 +219,18 @@ fn tunstack_dig_through_the_stack_agrees_with_unbound() {
             trace.contains("from 198.18.53.5#53(198.18.53.5)"),
             "{trace}"
         );
+        // +trace with @SERVER: like BIND's dig, the trace starts from the
+        // root hints; the server named is not asked.
+        let at = our_dig(&[
+            "@198.18.53.53",
+            "--root-hints",
+            hints,
+            "www.alpha.test",
+            "+trace",
+        ]);
+        assert!(at.contains("from 198.18.53.2#53(198.18.53.2)"), "{at}");
+        assert!(at.contains("from 198.18.53.5#53(198.18.53.5)"), "{at}");
+        assert!(!at.contains("198.18.53.53#53"), "{at}");
     });
 }
 
@@ -289,6 +301,8 @@ fn kernel_dig_against_the_stack_dns_server() {
                 if stats.upstream_queries.load(Ordering::Relaxed) == after {
                     return Err("a new question made no upstream query".into());
                 }
+                rd0_is_answered_from_the_cache_only(&stack, &stats)?;
+                ttl_expiry_goes_upstream_again(&stack, &stats)?;
                 Ok(())
             };
             let r = check();
@@ -298,6 +312,72 @@ fn kernel_dig_against_the_stack_dns_server() {
             }
         });
     });
+}
+
+fn upstream(stats: &ServerStats) -> u64 {
+    stats.upstream_queries.load(Ordering::Relaxed)
+}
+
+/// `dig +norecurse` (RD=0) through our server: a cached name gets its
+/// answer, an uncached one a referral from the cache (NOERROR, the closest
+/// cached delegation's NS set, as Unbound with allow_snoop); neither makes
+/// upstream traffic.
+fn rd0_is_answered_from_the_cache_only(stack: &str, stats: &ServerStats) -> Result<(), String> {
+    let before = upstream(stats);
+    let cached = kernel_dig(stack, "www.alpha.test.", "A", &["+norecurse"]);
+    let p = parse(&cached);
+    if p.status != "NOERROR" || p.answers.len() != 2 || cached.contains(" rd") {
+        return Err(format!("RD=0 for a cached name:\n{cached}"));
+    }
+    let miss = kernel_dig(stack, "never.beta.example.", "A", &["+norecurse"]);
+    let p = parse(&miss);
+    if p.status != "NOERROR"
+        || !p.answers.is_empty()
+        || !miss.contains("beta.example.\t")
+        || !miss.contains("\tNS\t")
+    {
+        return Err(format!("RD=0 for an uncached name: no referral\n{miss}"));
+    }
+    if upstream(stats) != before {
+        return Err(format!(
+            "RD=0 questions sent {} upstream queries",
+            upstream(stats) - before
+        ));
+    }
+    if stats.cache_only.load(Ordering::Relaxed) < 2 {
+        return Err("RD=0 questions not counted".into());
+    }
+    Ok(())
+}
+
+/// short.alpha.test. has a 2 s TTL: asked again at once it comes from the
+/// cache (no upstream query); after 2.5 s it is asked upstream again.
+fn ttl_expiry_goes_upstream_again(stack: &str, stats: &ServerStats) -> Result<(), String> {
+    let ask = || parse(&kernel_dig(stack, "short.alpha.test.", "A", &[]));
+    let before = upstream(stats);
+    let first = ask();
+    let after_first = upstream(stats);
+    if first.answers.len() != 1 || after_first == before {
+        return Err(format!(
+            "first short.alpha.test.: {first:?}, no upstream query?"
+        ));
+    }
+    let again = ask();
+    if upstream(stats) != after_first || again.answers != first.answers {
+        return Err(format!(
+            "cached short.alpha.test. went upstream ({} queries)",
+            upstream(stats) - after_first
+        ));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let expired = ask();
+    if upstream(stats) == after_first || expired.answers != first.answers {
+        return Err(format!(
+            "after the TTL expired: {expired:?}, {} upstream queries",
+            upstream(stats) - after_first
+        ));
+    }
+    Ok(())
 }
 
 /// `tunstack up --dns --root-hints FILE` (the binary) serves the kernel's

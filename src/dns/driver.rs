@@ -352,6 +352,22 @@ impl SharedResolver {
         })
     }
 
+    /// The answer to `name`/`rtype` if the cache has it (positive or
+    /// negative, CNAMEs followed), without sending anything; `None` when
+    /// resolving it would need the network. The server's fast path.
+    pub fn try_cached(&self, name: &Name, rtype: RecordType) -> Option<Answer> {
+        let now = self.clock.now();
+        let mut ctx = self.lock();
+        let mut res = Resolution::cache_only(name, rtype, &mut ctx, now);
+        let _ = res.poll_transmit(&mut ctx, now);
+        if res.referred() {
+            // Not an answer: undo the referral's count, the caller resolves.
+            ctx.stats.cache_only_referrals -= 1;
+            return None;
+        }
+        res.into_result()
+    }
+
     fn send<T: Transport>(&self, t: &mut T, res: &mut Resolution, q: Query) {
         let now = self.clock.now();
         if q.tcp {

@@ -191,7 +191,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn servfail() -> Answer {
+    pub fn servfail() -> Answer {
         Answer {
             rcode: ResponseCode::ServFail,
             answers: Vec::new(),
@@ -324,6 +324,8 @@ pub struct Resolution {
     referrals: usize,
     /// Never send a query: see [`Resolution::cache_only`].
     cache_only: bool,
+    /// A cache-only resolution found no answer and referred instead.
+    referred: bool,
     pub trace: Vec<TraceStep>,
 }
 
@@ -382,6 +384,7 @@ impl Resolution {
             queries: 0,
             referrals: 0,
             cache_only: false,
+            referred: false,
             trace: Vec::new(),
         }
     }
@@ -404,6 +407,12 @@ impl Resolution {
         let mut r = Resolution::new(name, rtype, ctx, now);
         r.cache_only = true;
         r
+    }
+
+    /// True when a [`Resolution::cache_only`] resolution had no cached
+    /// answer and its result is a referral from the cache.
+    pub fn referred(&self) -> bool {
+        self.referred
     }
 
     /// The final answer, once there is one.
@@ -662,6 +671,7 @@ impl Resolution {
                     let (authority, additional) = referral_from_cache(ctx, &zone.name, now);
                     let answers = std::mem::take(&mut f.chain);
                     ctx.stats.cache_only_referrals += 1;
+                    self.referred = true;
                     self.finish(Answer {
                         rcode: ResponseCode::NoError,
                         answers,

@@ -177,7 +177,7 @@ pub fn serve(
         s.spawn(move || {
             let _ = udp.set_read_timeout(Some(tick));
             let mut buf = vec![0u8; 65535];
-            let answer = move |req: Vec<u8>, from| match respond(&req, true, resolve) {
+            let send = move |out: Option<Vec<u8>>, from| match out {
                 Some(out) => {
                     if out.len() > 3 && out[2] & 0x02 != 0 {
                         stats.truncated.fetch_add(1, Ordering::Relaxed);
@@ -189,10 +189,34 @@ pub fn serve(
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             };
+            let answer = move |req: Vec<u8>, from| send(respond(&req, true, resolve), from);
             while !stop.load(Ordering::Relaxed) {
                 match udp.recv_from(&mut buf) {
                     Ok((n, from)) => {
                         stats.udp_queries.fetch_add(1, Ordering::Relaxed);
+                        // Fast path: a cached answer (or RD=0) is sent from
+                        // this thread; only a question that needs the
+                        // network gets a worker thread.
+                        let mut missed = false;
+                        let fast = respond(&buf[..n], true, |name, rtype, rd| {
+                            if !rd {
+                                return resolve(name, rtype, rd);
+                            }
+                            match resolver.try_cached(name, rtype) {
+                                Some(a) => {
+                                    stats.cache_answers.fetch_add(1, Ordering::Relaxed);
+                                    a
+                                }
+                                None => {
+                                    missed = true;
+                                    Answer::servfail()
+                                }
+                            }
+                        });
+                        if !missed {
+                            send(fast, from);
+                            continue;
+                        }
                         let req = buf[..n].to_vec();
                         if busy.fetch_add(1, Ordering::AcqRel) < MAX_UDP_WORKERS {
                             s.spawn(move || {
