@@ -79,6 +79,21 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/198.19.0.1/8000) 2>/dev/null && break; 
 "$bin" curl -v http://198.19.0.1:8000/hello.txt 2>&1 | grep -E '^\* (Stack|Through)|hello'
 kill $py
 
+step "DNS: a private hierarchy (NSD: root, test., example., ...) in this namespace; tunstack dig resolves through its own stack"
+scripts/dns-hierarchy.sh start "$work/dns" --base 198.18.53 --no-unbound | tail -n 1
+hints=$work/dns/fix/root.hints
+"$bin" dig --root-hints "$hints" www.alpha.test +trace
+"$bin" dig --root-hints "$hints" chain.alpha.test A | grep -A4 'ANSWER SECTION'
+echo "the kernel's dig asks the stack's recursive server (tunstack up --dns on tunstack3, 198.19.3.2):"
+"$bin" up --tun tunstack3 --addr 198.19.3.2 --peer 198.19.3.1/24 --dns --root-hints "$hints" --state-dir "$work/state3" > "$work/dns.log" 2>&1 &
+dnspid=$!
+for _ in $(seq 100); do grep -q "Ctrl-C stops" "$work/dns.log" 2>/dev/null && break; sleep 0.1; done
+dig @198.19.3.2 host.gamma.test +short
+dig @198.19.3.2 +norecurse host.gamma.test | grep -E 'status|ANSWER SECTION|^host'
+kill -TERM $dnspid; wait $dnspid || true
+grep '^dns:' "$work/dns.log" || true
+scripts/dns-hierarchy.sh stop "$work/dns"
+
 step "stopping (SIGTERM) and the stack's counters"
 kill -TERM $pid; wait $pid || true
 tail -n 2 "$work/up.log"
