@@ -109,6 +109,8 @@ pub struct Report {
     pub smoltcp_1500: Pair,
     pub tunstack_65000: Pair,
     pub smoltcp_65000: Pair,
+    /// tunstack at MTU 1500 with `up --offload` (vnet header, TSO/GSO).
+    pub tunstack_1500_offload: Pair,
     pub tunstack_loss1: Pair,
     pub smoltcp_loss1: Pair,
     pub tunstack_loss5: Pair,
@@ -195,7 +197,7 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
         ..Report::default()
     };
     let smol = cfg!(feature = "smoltcp-bench");
-    let n = 4 * 2 * if smol { 2 } else { 1 } + 4 + 3 + 1;
+    let n = 4 * 2 * if smol { 2 } else { 1 } + 2 + 4 + 3 + 1;
     let mut pg = Progress {
         i: 0,
         n,
@@ -242,6 +244,17 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
             #[cfg(not(feature = "smoltcp-bench"))]
             let _ = &sm;
         }
+    }
+    for d in dirs {
+        let p = clean(1500, d);
+        r.tunstack_1500_offload.set(
+            d,
+            pg.step(
+                &format!("tunstack TUN MTU 1500 offload {}", d.label()),
+                || common::median_bulk(o.reps, || tunstack::bulk_offload(p)),
+                show_bulk,
+            ),
+        );
     }
     for (loss, ts, sm) in [
         (1, &mut r.tunstack_loss1, &mut r.smoltcp_loss1),
@@ -455,6 +468,19 @@ impl Report {
             row(&mut t, &format!("tunstack, {label}"), ts);
             row(&mut t, &format!("smoltcp, {label}"), sm);
             ratio_row(&mut t, "  tunstack / smoltcp", ts, sm);
+            if label == "TUN MTU 65000" {
+                row(
+                    &mut t,
+                    "tunstack, TUN MTU 1500, offload",
+                    &self.tunstack_1500_offload,
+                );
+                ratio_row(
+                    &mut t,
+                    "  offload / tunstack MTU 65000",
+                    &self.tunstack_1500_offload,
+                    &self.tunstack_65000,
+                );
+            }
         }
         for (name, b) in [
             ("kernel TCP over veth, offloads off", &self.veth_off),
@@ -494,6 +520,12 @@ impl Report {
         );
         vs(
             &mut t,
+            "  tunstack MTU 1500 offload / veth offloads on",
+            &self.tunstack_1500_offload,
+            &self.veth_on,
+        );
+        vs(
+            &mut t,
             "  tunstack 1% loss / veth 1% loss",
             &self.tunstack_loss1,
             &self.veth_off_loss1,
@@ -520,6 +552,7 @@ impl Report {
             ("smoltcp", &self.smoltcp_1500),
             ("tunstack MTU 65000", &self.tunstack_65000),
             ("smoltcp MTU 65000", &self.smoltcp_65000),
+            ("tunstack MTU 1500 offload", &self.tunstack_1500_offload),
         ] {
             let _ = writeln!(
                 t,
@@ -602,6 +635,7 @@ impl Report {
             ("smoltcp.mtu1500", &self.smoltcp_1500),
             ("tunstack.mtu65000", &self.tunstack_65000),
             ("smoltcp.mtu65000", &self.smoltcp_65000),
+            ("tunstack.mtu1500_offload", &self.tunstack_1500_offload),
             ("tunstack.loss1", &self.tunstack_loss1),
             ("smoltcp.loss1", &self.smoltcp_loss1),
             ("tunstack.loss5", &self.tunstack_loss5),
@@ -688,6 +722,11 @@ impl Report {
             for (name, a, b) in [
                 ("mtu1500_over_veth_off", &self.tunstack_1500, &self.veth_off),
                 ("mtu65000_over_veth_on", &self.tunstack_65000, &self.veth_on),
+                (
+                    "mtu1500_offload_over_veth_on",
+                    &self.tunstack_1500_offload,
+                    &self.veth_on,
+                ),
                 (
                     "loss1_over_veth_loss1",
                     &self.tunstack_loss1,

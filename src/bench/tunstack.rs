@@ -27,13 +27,28 @@ fn with_stack<T: Send + 'static>(
     loss_percent: u32,
     f: impl FnOnce(&Up) -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
+    with_stack_opts(mtu, loss_percent, false, f)
+}
+
+/// [`with_stack`], with the TUN in offload mode if `offload` (an error if
+/// the kernel refuses it: the figure would not be an offload figure).
+fn with_stack_opts<T: Send + 'static>(
+    mtu: usize,
+    loss_percent: u32,
+    offload: bool,
+    f: impl FnOnce(&Up) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     netns::in_new_netns(move || {
         let opts = UpOptions {
             tun: TUN.into(),
             mtu,
+            offload,
             ..UpOptions::default()
         };
         let up = up::bring_up(&opts)?;
+        if let Some(why) = &up.offload_refused {
+            return Err(io::Error::other(format!("TUN offload refused: {why}")));
+        }
         env::install_loss(TUN, loss_percent)?;
         f(&up)
     })?
@@ -71,7 +86,17 @@ fn loop_thread() -> Option<i32> {
 /// Bulk TCP over TUN between the kernel and tunstack. The kernel is the
 /// client; the stack's server sends or sinks. Measured at the receiver.
 pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
-    with_stack(p.mtu, p.loss_percent, move |up| {
+    bulk_with(p, false)
+}
+
+/// [`bulk`] with the TUN in offload mode (`up --offload`: vnet header,
+/// TSO/GSO, checksum offload).
+pub fn bulk_offload(p: BulkParams) -> io::Result<Bulk> {
+    bulk_with(p, true)
+}
+
+fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
+    with_stack_opts(p.mtu, p.loss_percent, offload, move |up| {
         let loop_tid = loop_thread();
         let listener = TcpListener::bind(&up.net, PORT)?;
         let stop = Arc::new(AtomicBool::new(false));
