@@ -311,6 +311,19 @@ fn cluster_fails_over_catches_up_and_shows_cap_under_partition() {
         }
         let table = kv(&dir, &["status"]);
         assert_eq!(table.matches("leader").count(), 2, "{table}"); // header + one leader
+                                                                   // The nodes' traces merge into one space-time diagram with an arrow per message.
+        let svg_path = dir.join("trace.svg");
+        let said = kv(&dir, &["trace", "--out", svg_path.to_str().unwrap()]);
+        assert!(said.contains("from 3 nodes"), "{said}");
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        assert!(
+            svg.starts_with("<svg") || svg.contains("<svg "),
+            "not an SVG"
+        );
+        assert!(
+            svg.matches("class=\"msg\" data-send").count() > 10,
+            "too few message arrows in the diagram: {said}"
+        );
         drop(cluster);
         // The devices went with the processes.
         for n in &spec.nodes {

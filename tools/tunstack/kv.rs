@@ -104,6 +104,14 @@ pub enum KvCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Merge the nodes' trace files into one causal timeline and draw it as a space-time
+    /// diagram (SVG; `.html` adds the event table and click-to-highlight causality).
+    Trace {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "kv-trace.svg")]
+        out: PathBuf,
+    },
 }
 
 /// Which node(s) a client command talks to.
@@ -233,7 +241,43 @@ pub fn run(cmd: KvCommand) -> Result<(), String> {
             println!("healed");
             Ok(())
         }
+        KvCommand::Trace { dir, out } => trace(&dir.unwrap_or_else(default_dir), &out),
     }
+}
+
+/// `tunstack kv trace`: read every node's trace file, merge, render.
+fn trace(dir: &Path, out: &Path) -> Result<(), String> {
+    use tunstack::kv::trace;
+    let spec = ClusterSpec::load(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut events = Vec::new();
+    for n in &spec.nodes {
+        let p = server::trace_path(dir, n.id);
+        match trace::read_trace(&p) {
+            Ok(mut ev) => events.append(&mut ev),
+            Err(e) => eprintln!("{}: {e} (skipped)", p.display()),
+        }
+    }
+    if events.is_empty() {
+        return Err(format!(
+            "no trace events under {} (has the cluster run?)",
+            dir.display()
+        ));
+    }
+    let count = events.len();
+    let timeline = trace::merge(events);
+    let html = out.extension().is_some_and(|x| x == "html" || x == "htm");
+    let body = if html {
+        trace::render_html(&timeline)
+    } else {
+        trace::render_svg(&timeline)
+    };
+    std::fs::write(out, body).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "{count} events from {} nodes, causally ordered -> {}",
+        spec.nodes.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn show(target: &Target, r: KvResult) -> Result<(), String> {
