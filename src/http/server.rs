@@ -1057,6 +1057,46 @@ fn reject<S: Transport>(
     write_response(r.get_mut(), resp, false, false, &opts.stats)
 }
 
+/// Fuzzing entry point (not a stable API): serve one in-memory connection
+/// whose client sent `input` and then closed, with `handler`; returns what the
+/// server wrote. Exercises head reading, request parsing, body framing
+/// (Content-Length, chunked) and keep-alive exactly as [`serve`] does.
+#[doc(hidden)]
+pub fn fuzz_connection(input: &[u8], handler: &dyn Handler, limits: Limits) -> Vec<u8> {
+    struct Mem {
+        input: io::Cursor<Vec<u8>>,
+        output: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+    impl Read for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+    impl Write for Mem {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut out = self.output.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Transport for Mem {}
+    let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mem = Mem {
+        input: io::Cursor::new(input.to_vec()),
+        output: output.clone(),
+    };
+    let opts = ServerOptions {
+        limits,
+        ..ServerOptions::default()
+    };
+    connection(mem, handler, &opts);
+    let out = output.lock().unwrap_or_else(|e| e.into_inner());
+    out.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
