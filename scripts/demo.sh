@@ -98,7 +98,7 @@ scripts/dns-hierarchy.sh stop "$work/dns"
 
 step "KV: a three-node Raft cluster; each node its own process with its own stack on its own TUN (tskv1-3); peer links are mutual TLS on the stacks"
 export TUNSTACK_KV_DIR="$work/kv"
-"$bin" kv cluster --nodes 3 > "$work/kv.log" 2>&1 &
+"$bin" kv cluster --nodes 3 --dir "$work/kv" > "$work/kv.log" 2>&1 &
 kvpid=$!
 for _ in $(seq 300); do grep -q "Ctrl-C stops" "$work/kv.log" 2>/dev/null && break; sleep 0.1; done
 cat "$work/kv.log"
@@ -114,6 +114,7 @@ for line in sys.stdin.read().replace("}{","}\n{").splitlines():
   done
 }
 leader=$(kv_leader)
+[ -n "$leader" ] || { echo "no KV leader elected"; cat "$work/kv.log"; exit 1; }
 echo "leader: node $leader"
 "$bin" kv put greeting "hello from the demo"
 for level in linearizable sequential eventual; do
@@ -145,8 +146,13 @@ echo "-- linearizable read on the cut-off node (refused):"
 echo "-- eventual read on the cut-off node (stale: it has not seen the write):"
 "$bin" kv get during-partition --consistency eventual --node "198.19.10$leader.2:80" || true
 "$bin" kv heal
-sleep 2
-echo "-- after heal, the same node:"
+t0=$(date +%s%N)
+for _ in $(seq 150); do
+  "$bin" kv get during-partition --consistency eventual --node "198.19.10$leader.2:80" 2>/dev/null | grep -q "majority only" && break
+  sleep 0.1
+done
+t1=$(date +%s%N)
+echo "-- after heal, the same node (caught up $(( (t1 - t0) / 1000000 )) ms after the heal):"
 "$bin" kv get during-partition --consistency eventual --node "198.19.10$leader.2:80" || true
 
 step "KV: the space-time diagram of what happened (Lamport + vector clocks, an arrow per message)"
