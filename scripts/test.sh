@@ -14,3 +14,8 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 cargo build --release --all-targets
 cargo test --release "$@"
+# A short fuzzing pass over every target (scripts/fuzz.sh; README "Fuzzing").
+# Skipped when arguments select particular tests.
+if [ $# -eq 0 ] && [ "${TUNSTACK_FUZZ_SECS:-10}" != 0 ]; then
+  scripts/fuzz.sh "${TUNSTACK_FUZZ_SECS:-10}"
+fi

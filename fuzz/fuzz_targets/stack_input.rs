@@ -79,7 +79,8 @@ fn fixup(p: &mut [u8]) {
         return;
     }
     if proto == 17 && body.len() >= 8 {
-        body[4..6].copy_from_slice(&(body.len().min(65535) as u16).to_be_bytes());
+        let udp_len = body.len().min(65535) as u16;
+        body[4..6].copy_from_slice(&udp_len.to_be_bytes());
     }
     body[at] = 0;
     body[at + 1] = 0;
