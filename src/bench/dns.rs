@@ -359,6 +359,15 @@ fn bench_here(p: DnsParams) -> io::Result<DnsBench> {
         s.spawn(move || server::serve(net, 53, resolver_r, stats_r, stop_r));
         let r = (|| -> io::Result<DnsBench> {
             let patience = Duration::from_secs(5);
+            // `serve` binds port 53 on its own thread: until it has, the
+            // stack answers ICMP port unreachable (ConnectionRefused).
+            let until = Instant::now() + Duration::from_secs(10);
+            while let Err(e) = query(ours, &names[0].0, names[0].1, patience) {
+                if e.kind() != io::ErrorKind::ConnectionRefused || Instant::now() > until {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             // Prime both caches; both must give the same rcodes.
             for (n, t) in &names {
                 let a = query(ours, n, *t, patience)?;

@@ -109,6 +109,8 @@ pub struct Cache {
     lru: BTreeMap<u64, Key>,
     clock: u64,
     stats: CacheStats,
+    /// Bumped on every change to the stored entries (see [`Cache::generation`]).
+    generation: u64,
 }
 
 /// The negative-caching TTL an SOA gives (RFC 2308 §5): the lesser of the
@@ -128,6 +130,7 @@ impl Cache {
             lru: BTreeMap::new(),
             clock: 0,
             stats: CacheStats::default(),
+            generation: 0,
         }
     }
 
@@ -143,7 +146,15 @@ impl Cache {
         self.map.is_empty()
     }
 
+    /// Changes whenever an entry is stored, removed or the cache is
+    /// cleared: an answer built from the cache stays valid (up to its TTLs)
+    /// while this is unchanged. The DNS server's wire-answer memo relies on it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn clear(&mut self) {
+        self.generation += 1;
         self.map.clear();
         self.lru.clear();
     }
@@ -159,6 +170,7 @@ impl Cache {
     }
 
     fn remove(&mut self, key: &Key) {
+        self.generation += 1;
         if let Some(e) = self.map.remove(key) {
             self.lru.remove(&e.used);
         }
@@ -180,6 +192,7 @@ impl Cache {
     }
 
     fn store(&mut self, key: Key, data: Data, rank: Rank, ttl: u32, now: Instant) {
+        self.generation += 1;
         if ttl == 0 {
             return;
         }
@@ -739,5 +752,16 @@ mod tests {
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0].len(), 2);
         assert_eq!(sets[1].len(), 1);
+    }
+
+    #[test]
+    fn generation_changes_on_store_and_clear() {
+        let mut c = Cache::new(CacheConfig::default());
+        let g0 = c.generation();
+        c.insert_records(&[a("g.example.", 60, [1, 2, 3, 4])], Rank::Answer, t(0));
+        let g1 = c.generation();
+        assert_ne!(g0, g1);
+        c.clear();
+        assert_ne!(g1, c.generation());
     }
 }

@@ -355,6 +355,11 @@ impl SharedResolver {
     /// The answer to `name`/`rtype` if the cache has it (positive or
     /// negative, CNAMEs followed), without sending anything; `None` when
     /// resolving it would need the network. The server's fast path.
+    /// The cache's [`Cache::generation`](super::cache::Cache::generation).
+    pub fn cache_generation(&self) -> u64 {
+        self.lock().cache.generation()
+    }
+
     pub fn try_cached(&self, name: &Name, rtype: RecordType) -> Option<Answer> {
         let now = self.clock.now();
         let mut ctx = self.lock();

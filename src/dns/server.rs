@@ -24,13 +24,97 @@ use crate::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use std::io::{self, Read, Write};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// UDP questions resolved at once; more wait in the socket's queue.
 pub const MAX_UDP_WORKERS: usize = 64;
 
+/// Questions taken from the UDP socket's queue per wake-up before their
+/// answers are handed to the stack together.
+pub const UDP_BURST: usize = 64;
+
 /// The largest UDP payload we send, whatever the client advertises.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Most memoised UDP answers kept (the memo is emptied when it fills).
+pub const MEMO_ENTRIES: usize = 4096;
+
+/// Wire-format answers the UDP receive thread built from the cache, by the
+/// request's bytes after its ID (flags, question as sent, EDNS): a repeated
+/// question is answered by copying the stored bytes and patching in the new
+/// ID, skipping the parse, the cache walk and the serialisation. An entry is
+/// used only while the cache's generation is unchanged (nothing stored,
+/// removed or cleared since) and for at most one second and never past the
+/// smallest TTL in the answer, so TTLs are at most one second stale, as with
+/// any second-granular cache, and nothing is served after it expires.
+#[derive(Default)]
+pub struct AnswerMemo {
+    map: std::collections::HashMap<Vec<u8>, MemoEntry>,
+}
+
+struct MemoEntry {
+    wire: Vec<u8>,
+    until: std::time::Instant,
+    generation: u64,
+}
+
+impl AnswerMemo {
+    /// The memoised answer to `req` (with `req`'s ID) if still valid.
+    pub fn get(&mut self, req: &[u8], generation: u64, now: std::time::Instant) -> Option<Vec<u8>> {
+        if req.len() < 12 {
+            return None;
+        }
+        let e = self.map.get(&req[2..])?;
+        if e.generation != generation || now >= e.until {
+            self.map.remove(&req[2..]);
+            return None;
+        }
+        let mut out = e.wire.clone();
+        out[..2].copy_from_slice(&req[..2]);
+        Some(out)
+    }
+
+    /// Remember `wire`, the answer to `req`, built from a cache at
+    /// `generation`; `min_ttl` is the smallest TTL of its records (`None`:
+    /// no records, not memoised).
+    pub fn put(
+        &mut self,
+        req: &[u8],
+        wire: &[u8],
+        min_ttl: Option<u32>,
+        generation: u64,
+        now: std::time::Instant,
+    ) {
+        let life = match min_ttl {
+            Some(t) if t > 0 => std::time::Duration::from_secs(u64::from(t.min(1))),
+            _ => return,
+        };
+        if req.len() < 12 || wire.len() < 12 {
+            return;
+        }
+        if self.map.len() >= MEMO_ENTRIES {
+            self.map.clear();
+        }
+        self.map.insert(
+            req[2..].to_vec(),
+            MemoEntry {
+                wire: wire.to_vec(),
+                until: now + life,
+                generation,
+            },
+        );
+    }
+}
+
+fn min_ttl(a: &Answer) -> Option<u32> {
+    a.answers
+        .iter()
+        .chain(&a.authority)
+        .chain(&a.additional)
+        .map(|r| r.ttl())
+        .min()
+}
 
 /// Counters of a running server.
 #[derive(Debug, Default)]
@@ -177,6 +261,7 @@ pub fn serve(
         s.spawn(move || {
             let _ = udp.set_read_timeout(Some(tick));
             let mut buf = vec![0u8; 65535];
+            let mut memo = AnswerMemo::default();
             let send = move |out: Option<Vec<u8>>, from| match out {
                 Some(out) => {
                     if out.len() > 3 && out[2] & 0x02 != 0 {
@@ -190,14 +275,46 @@ pub fn serve(
                 }
             };
             let answer = move |req: Vec<u8>, from| send(respond(&req, true, resolve), from);
+            // The answers to one burst of queued questions, handed to the
+            // stack under one lock with one wake of its thread.
+            let mut outbox: Vec<(Vec<u8>, SocketAddrV4)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                match udp.recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        stats.udp_queries.fetch_add(1, Ordering::Relaxed);
+                let mut next = match udp.recv_from(&mut buf) {
+                    Ok(r) => Some(r),
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => {
+                        log::warn!("dns server: UDP receive failed: {e}");
+                        break;
+                    }
+                };
+                while let Some((n, from)) = next {
+                    stats.udp_queries.fetch_add(1, Ordering::Relaxed);
+                    let mut queue = |out: Option<Vec<u8>>| match out {
+                        Some(out) => {
+                            if out.len() > 3 && out[2] & 0x02 != 0 {
+                                stats.truncated.fetch_add(1, Ordering::Relaxed);
+                            }
+                            count_rcode(stats, &out);
+                            outbox.push((out, from));
+                        }
+                        None => {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    };
+                    // Fastest path: the same question (bytes after the ID)
+                    // was answered from an unchanged cache < 1 s ago.
+                    let now = std::time::Instant::now();
+                    let generation = resolver.cache_generation();
+                    if let Some(out) = memo.get(&buf[..n], generation, now) {
+                        stats.cache_answers.fetch_add(1, Ordering::Relaxed);
+                        queue(Some(out));
+                    } else {
                         // Fast path: a cached answer (or RD=0) is sent from
                         // this thread; only a question that needs the
                         // network gets a worker thread.
                         let mut missed = false;
+                        let mut memo_ttl = None;
                         let fast = respond(&buf[..n], true, |name, rtype, rd| {
                             if !rd {
                                 return resolve(name, rtype, rd);
@@ -205,6 +322,7 @@ pub fn serve(
                             match resolver.try_cached(name, rtype) {
                                 Some(a) => {
                                     stats.cache_answers.fetch_add(1, Ordering::Relaxed);
+                                    memo_ttl = min_ttl(&a);
                                     a
                                 }
                                 None => {
@@ -214,26 +332,32 @@ pub fn serve(
                             }
                         });
                         if !missed {
-                            send(fast, from);
-                            continue;
-                        }
-                        let req = buf[..n].to_vec();
-                        if busy.fetch_add(1, Ordering::AcqRel) < MAX_UDP_WORKERS {
-                            s.spawn(move || {
+                            if let Some(out) = &fast {
+                                memo.put(&buf[..n], out, memo_ttl, generation, now);
+                            }
+                            queue(fast);
+                        } else {
+                            let req = buf[..n].to_vec();
+                            if busy.fetch_add(1, Ordering::AcqRel) < MAX_UDP_WORKERS {
+                                s.spawn(move || {
+                                    answer(req, from);
+                                    busy.fetch_sub(1, Ordering::AcqRel);
+                                });
+                            } else {
                                 answer(req, from);
                                 busy.fetch_sub(1, Ordering::AcqRel);
-                            });
-                        } else {
-                            answer(req, from);
-                            busy.fetch_sub(1, Ordering::AcqRel);
+                            }
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        log::warn!("dns server: UDP receive failed: {e}");
-                        break;
-                    }
+                    next = if outbox.len() < UDP_BURST {
+                        udp.try_recv_from(&mut buf).unwrap_or(None)
+                    } else {
+                        None
+                    };
+                }
+                if !outbox.is_empty() {
+                    let _ = udp.send_to_many(outbox.iter().map(|(b, to)| (&b[..], *to)));
+                    outbox.clear();
                 }
             }
         });
@@ -543,5 +667,50 @@ mod tests {
             ),
             (0, 1, 1)
         );
+    }
+
+    #[test]
+    fn memo_answers_with_the_new_id_while_the_cache_is_unchanged() {
+        let now = std::time::Instant::now();
+        let req = query("www.alpha.test.", RecordType::A, None);
+        let wire = respond(&req, true, one_a).unwrap();
+        let mut memo = AnswerMemo::default();
+        memo.put(&req, &wire, Some(300), 7, now);
+        let mut again = req.clone();
+        again[..2].copy_from_slice(&[0xab, 0xcd]);
+        let out = memo.get(&again, 7, now).expect("memoised");
+        assert_eq!(&out[..2], &[0xab, 0xcd]);
+        assert_eq!(&out[2..], &wire[2..]);
+        assert!(memo.get(&again, 8, now).is_none(), "cache changed");
+    }
+
+    #[test]
+    fn memo_entry_lasts_at_most_a_second_and_not_past_its_ttl() {
+        let now = std::time::Instant::now();
+        let sec = std::time::Duration::from_secs(1);
+        let req = query("www.alpha.test.", RecordType::A, None);
+        let wire = respond(&req, true, one_a).unwrap();
+        let mut memo = AnswerMemo::default();
+        memo.put(&req, &wire, Some(300), 1, now);
+        assert!(memo.get(&req, 1, now + sec / 2).is_some());
+        assert!(memo.get(&req, 1, now + sec).is_none());
+        memo.put(&req, &wire, Some(0), 1, now);
+        assert!(memo.get(&req, 1, now).is_none(), "TTL 0 is not memoised");
+        memo.put(&req, &wire, None, 1, now);
+        assert!(memo.get(&req, 1, now).is_none(), "no records, no memo");
+    }
+
+    #[test]
+    fn memo_keys_on_flags_and_case_of_the_question() {
+        let now = std::time::Instant::now();
+        let req = query("www.alpha.test.", RecordType::A, None);
+        let wire = respond(&req, true, one_a).unwrap();
+        let mut memo = AnswerMemo::default();
+        memo.put(&req, &wire, Some(300), 1, now);
+        let upper = query("WWW.alpha.test.", RecordType::A, None);
+        assert!(memo.get(&upper, 1, now).is_none(), "other 0x20 case");
+        let mut no_rd = req.clone();
+        no_rd[2] &= !0x01;
+        assert!(memo.get(&no_rd, 1, now).is_none(), "RD differs");
     }
 }

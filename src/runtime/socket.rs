@@ -372,6 +372,35 @@ impl UdpSocket {
         Ok(n)
     }
 
+    /// Send several datagrams under one lock and one wake of the stack
+    /// thread (a server answering a burst). Every datagram is tried; the
+    /// first error, if any, is returned.
+    pub fn send_to_many<'a>(
+        &self,
+        dgrams: impl IntoIterator<Item = (&'a [u8], SocketAddrV4)>,
+    ) -> io::Result<()> {
+        let mut first_err = None;
+        {
+            let mut g = self.shared.lock();
+            for (b, dst) in dgrams {
+                if let Err(e) = g.stack.udp_send_to(self.h, b, dst) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.shared.wake();
+        first_err.map_or(Ok(()), |e| Err(io::Error::from(e)))
+    }
+
+    /// Receive without waiting: `Ok(None)` when nothing is queued.
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddrV4)>> {
+        match self.shared.lock().stack.udp_recv_from(self.h, buf) {
+            Ok(r) => Ok(Some(r)),
+            Err(TcpError::WouldBlock) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
         let timeout = *self.read_timeout.lock().unwrap_or_else(|e| e.into_inner());
         self.shared
