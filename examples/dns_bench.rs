@@ -12,7 +12,7 @@ fn main() {
         DnsParams::quick()
     };
     match run(p) {
-        Ok(r) => println!("{}", r.summary()),
+        Ok(r) => println!("{}\n{r:?}", r.summary()),
         Err(e) => {
             eprintln!("dns bench failed: {e}");
             std::process::exit(1);
