@@ -992,11 +992,12 @@ impl<S: LogStore> Node<S> {
         }
         let committed = rd.take_committed_entries();
         self.apply_entries(committed)?;
-        if !rd.entries().is_empty() {
-            self.raw.store().append(rd.entries()).map_err(store_err)?;
-        }
-        if let Some(hs) = rd.hs() {
-            self.raw.store().set_hardstate(hs).map_err(store_err)?;
+        // Entries and hard state in one durable write (DiskLog: one fdatasync per Ready).
+        if !rd.entries().is_empty() || rd.hs().is_some() {
+            self.raw
+                .store()
+                .persist(rd.entries(), rd.hs())
+                .map_err(store_err)?;
         }
         let persisted = rd.take_persisted_messages();
         self.send_msgs(persisted);
