@@ -126,11 +126,17 @@ pub fn spawn_udp_echo(sock: UdpSocket) -> io::Result<JoinHandle<()>> {
         })
 }
 
+/// Accept-queue length of the standard services: they take bursts of hundreds
+/// of parallel test clients (Linux's somaxconn default is 4096), so SYN cookies
+/// start only when the stack's SYN queue (`StackConfig::syn_backlog`) fills.
+pub const SERVICE_BACKLOG: usize = 1024;
+
 /// Start echo (TCP+UDP 7), discard (9) and chargen (19) on `net`.
 pub fn start_standard(net: &Net) -> io::Result<()> {
-    spawn_server("echo", TcpListener::bind(net, ECHO_PORT)?, echo)?;
-    spawn_server("discard", TcpListener::bind(net, DISCARD_PORT)?, discard)?;
-    spawn_server("chargen", TcpListener::bind(net, CHARGEN_PORT)?, chargen)?;
+    let listen = |port| TcpListener::bind_with_backlog(net, port, SERVICE_BACKLOG);
+    spawn_server("echo", listen(ECHO_PORT)?, echo)?;
+    spawn_server("discard", listen(DISCARD_PORT)?, discard)?;
+    spawn_server("chargen", listen(CHARGEN_PORT)?, chargen)?;
     spawn_udp_echo(UdpSocket::bind(net, ECHO_PORT)?)?;
     Ok(())
 }

@@ -201,6 +201,30 @@ pub fn latency(rounds: usize, size: usize) -> io::Result<Latency> {
     })
 }
 
+/// The connection-rate server: for each connection, read 64 bytes, echo them,
+/// wait for the client's FIN, close; one connection after another, until `stop`.
+fn spawn_echo64_server(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = listener.accept_timeout(Some(TICK)) else {
+                continue;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.set_nodelay(true);
+            if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
+                // Wait for the client's FIN, then close our side.
+                let mut rest = [0u8; 64];
+                while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
+            }
+            let _ = s.shutdown(Shutdown::Write);
+        }
+    })
+}
+
 /// New connections per second: the kernel connects to the stack, sends
 /// 64 bytes, reads them back and closes; repeated `max_conns` times or for
 /// `max_time`. The stack's server handles connections one after another.
@@ -211,23 +235,7 @@ pub fn conn_rate(max_conns: u64, max_time: Duration) -> io::Result<ConnRate> {
         let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
         let listener = TcpListener::bind_with_backlog(&up.net, PORT, 1024)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let server = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = listener.accept_timeout(Some(TICK)) else {
-                    continue;
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.set_nodelay(true);
-                if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
-                    // Wait for the client's FIN, then close our side.
-                    let mut rest = [0u8; 64];
-                    while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            }
-        });
+        let server = spawn_echo64_server(listener, stop.clone());
         let addr = stack_addr(up, PORT);
         let start = Instant::now();
         let mut conns = 0u64;
@@ -383,22 +391,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         let rate_port = PORT + 1;
         let rate_listener = TcpListener::bind_with_backlog(&up.net, rate_port, 1024)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let server = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = rate_listener.accept_timeout(Some(TICK)) else {
-                    continue;
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.set_nodelay(true);
-                if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
-                    let mut rest = [0u8; 64];
-                    while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            }
-        });
+        let server = spawn_echo64_server(rate_listener, stop.clone());
         let raddr = stack_addr(up, rate_port);
         let cpu0 = loop_tid.and_then(env::thread_cpu);
         let start = Instant::now();
