@@ -71,6 +71,20 @@ pub fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
     }
 }
 
+/// A test's body in a fresh network namespace: `None` when the test may skip
+/// (not root, outside CI; see [`require_root`]); panics naming the test when
+/// the namespace cannot be made.
+pub fn test_in_new_netns<T: Send + 'static>(
+    test: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if !require_root(test) {
+        return None;
+    }
+    let r = in_new_netns(f);
+    Some(r.unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}")))
+}
+
 /// Run a command to completion; on failure the error names the command and
 /// quotes its stderr. Returns stdout.
 pub fn run(program: &str, args: &[&str]) -> io::Result<String> {

@@ -101,16 +101,7 @@ impl Drop for Hierarchy {
     }
 }
 
-fn in_netns<T: Send + 'static>(
-    test: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    if !netns::require_root(test) {
-        return None;
-    }
-    let r = netns::in_new_netns(f);
-    Some(r.unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}")))
-}
+use tunstack::netns::test_in_new_netns as in_netns;
 
 /// What the proxy does to each query it relays.
 const PASS: u8 = 0;

@@ -20,7 +20,6 @@ use tunstack::dns::driver::SharedResolver;
 use tunstack::dns::hints::RootHints;
 use tunstack::dns::resolver::ResolverConfig;
 use tunstack::dns::server::{self, ServerStats};
-use tunstack::netns;
 use tunstack::rng::Rng;
 use tunstack::up::{self, UpOptions};
 
@@ -88,16 +87,7 @@ impl Drop for Hierarchy {
     }
 }
 
-fn in_netns<T: Send + 'static>(
-    test: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    if !netns::require_root(test) {
-        return None;
-    }
-    let r = netns::in_new_netns(f);
-    Some(r.unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}")))
-}
+use tunstack::netns::test_in_new_netns as in_netns;
 
 /// Status and the answer section (name, type, rdata; TTLs dropped) of dig
 /// output in BIND's layout, which ours follows.

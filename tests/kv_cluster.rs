@@ -28,13 +28,7 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-fn in_netns<T: Send + 'static>(test: &str, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    if !netns::require_root(test) {
-        return None;
-    }
-    let r = netns::in_new_netns(f);
-    Some(r.unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}")))
-}
+use tunstack::netns::test_in_new_netns as in_netns;
 
 fn kv(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(EXE)
