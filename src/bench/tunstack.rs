@@ -201,6 +201,27 @@ pub fn latency(rounds: usize, size: usize) -> io::Result<Latency> {
     })
 }
 
+/// The connection-rate client: one kernel connection after another (connect,
+/// 64 bytes out, 64 back, close) until `max_conns` or `max_time`; returns how
+/// many completed, and the error that stopped it early, if any.
+fn echo64_clients(addr: SocketAddrV4, max_conns: u64, max_time: Duration) -> (u64, io::Result<()>) {
+    let start = Instant::now();
+    let mut done = 0u64;
+    let (msg, mut back) = ([7u8; 64], [0u8; 64]);
+    let result = (|| -> io::Result<()> {
+        while done < max_conns && start.elapsed() < max_time {
+            let mut k = KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
+            k.set_read_timeout(Some(Duration::from_secs(5)))?;
+            k.set_nodelay(true)?;
+            k.write_all(&msg)?;
+            k.read_exact(&mut back)?;
+            done += 1;
+        }
+        Ok(())
+    })();
+    (done, result)
+}
+
 /// The connection-rate server: for each connection, read 64 bytes, echo them,
 /// wait for the client's FIN, close; one connection after another, until `stop`.
 fn spawn_echo64_server(
@@ -238,21 +259,7 @@ pub fn conn_rate(max_conns: u64, max_time: Duration) -> io::Result<ConnRate> {
         let server = spawn_echo64_server(listener, stop.clone());
         let addr = stack_addr(up, PORT);
         let start = Instant::now();
-        let mut conns = 0u64;
-        let msg = [7u8; 64];
-        let mut back = [0u8; 64];
-        let result = (|| -> io::Result<()> {
-            while conns < max_conns && start.elapsed() < max_time {
-                let mut k = KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
-                k.set_read_timeout(Some(Duration::from_secs(5)))?;
-                k.set_nodelay(true)?;
-                k.write_all(&msg)?;
-                k.read_exact(&mut back)?;
-                drop(k);
-                conns += 1;
-            }
-            Ok(())
-        })();
+        let (conns, result) = echo64_clients(addr, max_conns, max_time);
         let secs = start.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let _ = server.join();
@@ -395,20 +402,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         let raddr = stack_addr(up, rate_port);
         let cpu0 = loop_tid.and_then(env::thread_cpu);
         let start = Instant::now();
-        let mut made = 0u64;
-        let result = (|| -> io::Result<()> {
-            let (msg, mut back) = ([7u8; 64], [0u8; 64]);
-            while start.elapsed() < rate_time {
-                let mut k = KernelStream::connect_timeout(&raddr.into(), CONNECT_TIMEOUT)?;
-                k.set_read_timeout(Some(Duration::from_secs(5)))?;
-                k.set_nodelay(true)?;
-                k.write_all(&msg)?;
-                k.read_exact(&mut back)?;
-                drop(k);
-                made += 1;
-            }
-            Ok(())
-        })();
+        let (made, result) = echo64_clients(raddr, u64::MAX, rate_time);
         let secs = start.elapsed().as_secs_f64();
         let loop_cpu = match (cpu0, loop_tid.and_then(env::thread_cpu)) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
