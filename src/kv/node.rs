@@ -27,7 +27,9 @@
 //! Elections: raft's own randomised timeout comes from a thread RNG, which would make the
 //! simulator unrepeatable, so whenever raft resets it (every change of term or role) the node
 //! replaces it with one drawn from its seeded RNG in `[election_ticks, election_ticks * 3 / 2]`
-//! ticks: 1.0 s to 1.5 s at the defaults (100 ms tick, 10 ticks).
+//! ticks: 500 ms to 750 ms at the defaults (50 ms tick, 10 ticks), so a leader's successor is
+//! elected and serving within 1 s of its death. Heartbeats (raft's and ours) go every tick;
+//! check-quorum deposes a leader that has not heard from a quorum for 10 ticks (500 ms).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -78,7 +80,7 @@ impl NodeConfig {
         NodeConfig {
             id,
             voters,
-            tick: Duration::from_millis(100),
+            tick: Duration::from_millis(50),
             election_ticks: 10,
             heartbeat_ticks: 1,
             snapshot_every: 1000,
@@ -509,11 +511,12 @@ impl<S: LogStore> Node<S> {
     fn sync_peers(&mut self) {
         let members = self.members();
         let me = self.cfg.id;
+        let tick = self.cfg.tick;
         self.peers.retain(|id, _| members.contains(id));
         for id in members {
             if id != me {
                 self.peers.entry(id).or_insert_with(|| Peer {
-                    detector: PhiAccrual::new(PhiConfig::default()),
+                    detector: PhiAccrual::new(PhiConfig::for_heartbeat(tick)),
                     last_heard: None,
                 });
             }
@@ -1248,7 +1251,7 @@ impl<S: LogStore> Node<S> {
                 PeerStatus {
                     id,
                     phi,
-                    suspected: phi >= PhiConfig::default().threshold,
+                    suspected: p.detector.suspected(now),
                     last_heard_ms: p
                         .last_heard
                         .map(|t| now.saturating_duration_since(t).as_millis() as u64),

@@ -27,7 +27,8 @@ use std::collections::VecDeque;
 
 use crate::time::{Duration, Instant};
 
-/// Detector parameters (Akka's defaults scaled to a 100 ms heartbeat).
+/// Detector parameters ([`Default`]: Akka's defaults scaled to a 100 ms heartbeat;
+/// [`PhiConfig::for_heartbeat`] scales them to another interval).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PhiConfig {
     /// How many inter-arrival intervals to keep.
@@ -50,6 +51,19 @@ impl Default for PhiConfig {
             acceptable_pause: Duration::ZERO,
             first_interval: Duration::from_millis(100),
             threshold: 8.0,
+        }
+    }
+}
+
+impl PhiConfig {
+    /// The defaults scaled to heartbeats every `interval`: the window seeded with `interval`,
+    /// the standard deviation floored at half of it. φ then crosses the threshold after about
+    /// `interval * 3.6` of silence (360 ms at 100 ms heartbeats, 180 ms at the KV node's 50 ms).
+    pub fn for_heartbeat(interval: Duration) -> Self {
+        PhiConfig {
+            min_std: interval / 2,
+            first_interval: interval,
+            ..PhiConfig::default()
         }
     }
 }
@@ -262,6 +276,30 @@ mod tests {
         // with mean 100 ms and the 50 ms std floor: about 100 + 5.2 * 50 ms
         assert!((250..=500).contains(&cross), "crossed after {cross} ms");
         assert!(!d.suspected(at(5_000 + 200)));
+    }
+
+    #[test]
+    fn for_heartbeat_scales_the_crossing_with_the_interval() {
+        let cross = |every: u64| {
+            let interval = Duration::from_millis(every);
+            let mut d = PhiAccrual::new(PhiConfig::for_heartbeat(interval));
+            let mut t = 0;
+            while t <= 5_000 {
+                d.heartbeat(at(t));
+                t += every;
+            }
+            (0..5_000u64)
+                .find(|&m| d.suspected(at(t - every + m)))
+                .expect("never suspected")
+        };
+        let (c100, c50) = (cross(100), cross(50));
+        println!("phi >= 8 after {c100} ms (100 ms heartbeats), {c50} ms (50 ms heartbeats)");
+        assert_eq!(
+            PhiConfig::for_heartbeat(Duration::from_millis(100)),
+            PhiConfig::default()
+        );
+        assert!((350..=370).contains(&c100), "{c100}");
+        assert!((175..=185).contains(&c50), "{c50}");
     }
 
     #[test]
