@@ -15,6 +15,7 @@ pub mod common;
 pub mod dns;
 pub mod env;
 pub mod kernel;
+pub mod kv;
 #[cfg(feature = "smoltcp-bench")]
 pub mod smol;
 pub mod tunstack;
@@ -126,6 +127,8 @@ pub struct Report {
     pub scale: Option<Result<tunstack::Scale, String>>,
     /// Our resolver on the stack against Unbound ([`dns`]).
     pub dns: Option<Result<dns::DnsBench, String>>,
+    /// Our KV store over the stack, over kernel TCP, and etcd ([`kv`]).
+    pub kv: Option<Result<kv::KvBench, String>>,
     pub seconds: f64,
     /// CPUs, CPU model and kernel of the machine the run was made on.
     pub machine: String,
@@ -188,8 +191,17 @@ fn show_bulk(b: &Bulk) -> String {
     )
 }
 
+/// The sections of the run: `tcp` (bulk, loss, latency, connections, memory), `dns`, `kv`.
+pub const SECTIONS: &[&str] = &["tcp", "dns", "kv"];
+
 /// Run every measurement once (clean bulk figures: median of `reps`).
 pub fn run(o: &BenchOptions, quick: bool) -> Report {
+    run_sections(o, quick, SECTIONS)
+}
+
+/// Run the measurements of the named [`SECTIONS`] only.
+pub fn run_sections(o: &BenchOptions, quick: bool, sections: &[&str]) -> Report {
+    let want = |s: &str| sections.contains(&s);
     let mut r = Report {
         quick,
         options: Some(*o),
@@ -197,12 +209,49 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
         ..Report::default()
     };
     let smol = cfg!(feature = "smoltcp-bench");
-    let n = 4 * 2 * if smol { 2 } else { 1 } + 2 + 4 + 3 + 1;
+    let n = if want("tcp") {
+        4 * 2 * if smol { 2 } else { 1 } + 2 + 4 + 3 + 1
+    } else {
+        0
+    } + usize::from(want("dns"))
+        + usize::from(want("kv"));
     let mut pg = Progress {
         i: 0,
         n,
         start: Instant::now(),
     };
+    if want("tcp") {
+        tcp_section(o, &mut r, &mut pg);
+    }
+    if want("dns") {
+        let dp = if quick {
+            dns::DnsParams::quick()
+        } else {
+            dns::DnsParams::full()
+        };
+        r.dns = Some(pg.step(
+            "DNS: tunstack up --dns vs Unbound (dnsperf cached, cold resolution)",
+            || dns::run(dp),
+            dns::DnsBench::summary,
+        ));
+    }
+    if want("kv") {
+        let kp = if quick {
+            kv::KvParams::quick()
+        } else {
+            kv::KvParams::full()
+        };
+        r.kv = Some(pg.step(
+            "KV: ours over the stack vs over kernel TCP vs etcd (writes, failover, reads)",
+            || kv::run(kp),
+            kv::KvBench::summary,
+        ));
+    }
+    r.seconds = pg.start.elapsed().as_secs_f64();
+    r
+}
+
+fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
     let dirs = [Dir::StackToKernel, Dir::KernelToStack];
     let clean = |mtu, dir| BulkParams {
         mtu,
@@ -341,24 +390,25 @@ pub fn run(o: &BenchOptions, quick: bool) -> Report {
             )
         },
     ));
-    let dp = if quick {
-        dns::DnsParams::quick()
-    } else {
-        dns::DnsParams::full()
-    };
-    r.dns = Some(pg.step(
-        "DNS: tunstack up --dns vs Unbound (dnsperf cached, cold resolution)",
-        || dns::run(dp),
-        dns::DnsBench::summary,
-    ));
-    r.seconds = pg.start.elapsed().as_secs_f64();
-    r
 }
 
 /// What `tunstack bench [--quick] [--json FILE]` does: check for root, run
 /// everything (progress on stderr), print the table on stdout, write JSON.
 /// Fails if any measurement failed (after printing what did not).
-pub fn cli(quick: bool, json: Option<&std::path::Path>) -> Result<(), String> {
+pub fn cli(quick: bool, json: Option<&std::path::Path>, only: Option<&str>) -> Result<(), String> {
+    let sections: Vec<&str> = match only {
+        None => SECTIONS.to_vec(),
+        Some(list) => {
+            let v: Vec<&str> = list.split(',').map(str::trim).collect();
+            if let Some(bad) = v.iter().find(|s| !SECTIONS.contains(s)) {
+                return Err(format!(
+                    "--only {bad:?}: not a section (one or more of {}, comma-separated)",
+                    SECTIONS.join(", ")
+                ));
+            }
+            v
+        }
+    };
     if !crate::netns::is_root() {
         return Err(
             "bench needs root: it creates network namespaces, TUN and veth devices and nftables rules (run it with sudo)"
@@ -370,7 +420,7 @@ pub fn cli(quick: bool, json: Option<&std::path::Path>) -> Result<(), String> {
     } else {
         BenchOptions::full()
     };
-    let r = run(&o, quick);
+    let r = run_sections(&o, quick, &sections);
     println!("{}", r.table());
     eprintln!("bench finished in {:.0} s", r.seconds);
     if let Some(path) = json {
@@ -618,6 +668,7 @@ impl Report {
             None => {}
         }
         t.push_str(&dns::table(&self.dns));
+        t.push_str(&kv::table(&self.kv));
         let errors = self.errors();
         if !errors.is_empty() {
             let _ = writeln!(t, "\nerrors:");
@@ -681,6 +732,9 @@ impl Report {
         }
         if let Some(Err(e)) = &self.dns {
             out.push(("dns".into(), e.clone()));
+        }
+        if let Some(Err(e)) = &self.kv {
+            out.push(("kv".into(), e.clone()));
         }
         out
     }
@@ -761,6 +815,7 @@ impl Report {
             }
         }
         m.extend(dns::metrics(&self.dns));
+        m.extend(kv::metrics(&self.kv));
         m
     }
 

@@ -27,9 +27,11 @@
 //! Elections: raft's own randomised timeout comes from a thread RNG, which would make the
 //! simulator unrepeatable, so whenever raft resets it (every change of term or role) the node
 //! replaces it with one drawn from its seeded RNG in `[election_ticks, election_ticks * 3 / 2]`
-//! ticks: 500 ms to 750 ms at the defaults (50 ms tick, 10 ticks), so a leader's successor is
-//! elected and serving within 1 s of its death. Heartbeats (raft's and ours) go every tick;
-//! check-quorum deposes a leader that has not heard from a quorum for 10 ticks (500 ms).
+//! ticks: 500 ms to 750 ms at the defaults (10 ms tick, 50 ticks), so a leader's successor is
+//! elected and serving within 1 s of its death. The fine tick gives 26 distinct timeouts, so
+//! two followers rarely time out together (which would split the vote and cost a second
+//! round). Heartbeats (raft's and ours) go every `heartbeat_ticks` (5: 50 ms); check-quorum
+//! deposes a leader that has not heard from a quorum for `election_ticks` (500 ms).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -80,9 +82,9 @@ impl NodeConfig {
         NodeConfig {
             id,
             voters,
-            tick: Duration::from_millis(50),
-            election_ticks: 10,
-            heartbeat_ticks: 1,
+            tick: Duration::from_millis(10),
+            election_ticks: 50,
+            heartbeat_ticks: 5,
             snapshot_every: 1000,
             request_timeout: Duration::from_secs(2),
             pre_vote: true,
@@ -280,6 +282,8 @@ pub struct Node<S: LogStore> {
     trace: Vec<TraceEvent>,
     peers: BTreeMap<u64, Peer>,
     next_tick: Instant,
+    /// Ticks so far (heartbeat frames go every `heartbeat_ticks`).
+    ticks: u64,
     now: Instant,
     writes: HashMap<(u64, u64), Vec<Waiter>>,
     /// Session writes in flight: their proposals, re-proposed when the leader changes (raft
@@ -419,6 +423,7 @@ impl<S: LogStore> Node<S> {
         let mut node = Node {
             rng: Rng::new(cfg.seed),
             next_tick: now + cfg.tick,
+            ticks: 0,
             now,
             raw,
             sm,
@@ -511,7 +516,7 @@ impl<S: LogStore> Node<S> {
     fn sync_peers(&mut self) {
         let members = self.members();
         let me = self.cfg.id;
-        let tick = self.cfg.tick;
+        let tick = self.cfg.tick * self.cfg.heartbeat_ticks.max(1) as u32;
         self.peers.retain(|id, _| members.contains(id));
         for id in members {
             if id != me {
@@ -956,6 +961,10 @@ impl<S: LogStore> Node<S> {
         self.raw.tick();
         self.fix_election_timeout();
         self.sync_peers();
+        self.ticks += 1;
+        if self.ticks % self.cfg.heartbeat_ticks.max(1) as u64 != 0 {
+            return;
+        }
         let peers: Vec<u64> = self.peers.keys().copied().collect();
         for p in peers {
             let label = self.cfg.trace_heartbeats.then(|| "heartbeat".to_string());

@@ -219,6 +219,9 @@ enum Command {
         /// Also write the table and every figure as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Run only these sections (comma-separated: tcp, dns, kv).
+        #[arg(long, value_name = "SECTIONS")]
+        only: Option<String>,
     },
 }
 
@@ -227,7 +230,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Kv { cmd } => kv::run(cmd),
-        Command::Bench { quick, json } => tunstack::bench::cli(quick, json.as_deref()),
+        Command::Bench { quick, json, only } => {
+            tunstack::bench::cli(quick, json.as_deref(), only.as_deref())
+        }
         Command::Up {
             stack,
             http,
