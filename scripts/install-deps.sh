@@ -2,7 +2,7 @@
 # Install the Debian packages the tests, benchmark and demo drive as real
 # peers (the kernel's own tools). Idempotent: does nothing when all are present.
 set -euo pipefail
-pkgs=(iproute2 curl iputils-ping nftables tcpdump procps util-linux openssl ca-certificates nsd unbound bind9-dnsutils ethtool python3 dnsperf g++)
+pkgs=(iproute2 curl iputils-ping nftables tcpdump procps util-linux openssl ca-certificates nsd unbound bind9-dnsutils ethtool python3 dnsperf g++ etcd-server etcd-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -127,6 +127,17 @@ impl KvClient {
         self.call("GET", key, &q, None, failover)
     }
 
+    /// Add node `id` to the cluster, its peer links at `raft_addr` (a Raft membership change).
+    pub fn add_node(&mut self, id: u64, raft_addr: SocketAddrV4) -> io::Result<KvResult> {
+        let target = format!("/members/{id}?addr={raft_addr}");
+        self.call_target("POST", target, None, true)
+    }
+
+    /// Remove node `id` from the cluster.
+    pub fn remove_node(&mut self, id: u64) -> io::Result<KvResult> {
+        self.call_target("DELETE", format!("/members/{id}"), None, true)
+    }
+
     /// One request with retries (same client id and sequence number on every attempt).
     /// `failover`: on a 503 try the next node too (for reads pinned to a node, only a
     /// connection failure moves on).
@@ -135,6 +146,21 @@ impl KvClient {
         method: &str,
         key: &str,
         query: &str,
+        body: Option<&[u8]>,
+        failover: bool,
+    ) -> io::Result<KvResult> {
+        let mut target = format!("/kv/{}", percent_encode(key.as_bytes()));
+        if !query.is_empty() {
+            target.push('?');
+            target.push_str(query);
+        }
+        self.call_target(method, target, body, failover)
+    }
+
+    fn call_target(
+        &mut self,
+        method: &str,
+        target: String,
         body: Option<&[u8]>,
         failover: bool,
     ) -> io::Result<KvResult> {
@@ -149,11 +175,6 @@ impl KvClient {
             ("X-Client-Id", self.client_id.to_string()),
             ("X-Seq", self.seq.to_string()),
         ];
-        let mut target = format!("/kv/{}", percent_encode(key.as_bytes()));
-        if !query.is_empty() {
-            target.push('?');
-            target.push_str(query);
-        }
         let end = Instant::now() + self.deadline;
         let mut attempts = 0;
         let mut last_err;

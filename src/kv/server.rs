@@ -83,6 +83,11 @@ pub struct ClusterSpec {
     #[serde(default)]
     pub kernel_tcp: bool,
     pub nodes: Vec<NodeSpec>,
+    /// The voters the cluster was created with (`None`: every node in `nodes`). A node not
+    /// among them was added later (`tunstack kv add`): it starts with an empty log and joins
+    /// when the leader replicates to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<Vec<u64>>,
 }
 
 pub const CLUSTER_FILE: &str = "cluster.json";
@@ -109,6 +114,7 @@ impl ClusterSpec {
             prefix: prefix.to_string(),
             kernel_tcp: false,
             nodes,
+            initial: None,
         }
     }
 
@@ -136,6 +142,39 @@ impl ClusterSpec {
 
     pub fn node(&self, id: u64) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The voters a new cluster starts with.
+    pub fn initial_voters(&self) -> Vec<u64> {
+        match &self.initial {
+            Some(v) => v.clone(),
+            None => self.nodes.iter().map(|n| n.id).collect(),
+        }
+    }
+
+    /// The spec of node `id` laid out as [`ClusterSpec::local`] lays out the others (device
+    /// PREFIXid, 198.19.(base+id).2 with the base read off node 1 or the first node).
+    pub fn local_node(&self, id: u64) -> io::Result<NodeSpec> {
+        let first = self.nodes.first().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the cluster has no nodes")
+        })?;
+        let base = first.addr.octets()[2].wrapping_sub(first.id as u8);
+        let third = base as u64 + id;
+        if !(1..=9).contains(&id) || third > 254 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("node id {id}: a local cluster numbers its nodes 1 to 9"),
+            ));
+        }
+        let third = third as u8;
+        Ok(NodeSpec {
+            id,
+            tun: format!("{}{id}", self.prefix),
+            addr: Ipv4Addr::new(198, 19, third, 2),
+            peer: format!("198.19.{third}.1/24"),
+            http_port: first.http_port,
+            raft_port: first.raft_port,
+        })
     }
 }
 
@@ -581,6 +620,54 @@ pub fn parse_kv_request(
     Ok(Request { client_id, seq, op })
 }
 
+/// `POST /members/ID?addr=IP:PORT` (add node ID, its peer links at IP:PORT) or
+/// `DELETE /members/ID` (remove it) as a node request.
+pub fn parse_member_request(
+    method: &str,
+    id: &str,
+    query: Option<&str>,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Result<Request, (u16, String)> {
+    let id: u64 = id
+        .parse()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or((400, format!("/members/{id}: not a node id (1 or more)")))?;
+    let num = |name: &str| -> Result<u64, (u16, String)> {
+        header(name).map_or(Ok(0), |v| {
+            v.trim()
+                .parse()
+                .map_err(|_| (400, format!("{name}: {v:?} is not a number")))
+        })
+    };
+    let (client_id, seq) = (num("X-Client-Id")?, num("X-Seq")?);
+    let op = match method {
+        "POST" | "PUT" => {
+            let q = query_pairs(query);
+            let addr = q
+                .iter()
+                .find(|(n, _)| n == "addr")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .ok_or((
+                    400,
+                    "adding a node needs ?addr=IP:PORT (its peer links)".into(),
+                ))?;
+            if addr.parse::<SocketAddrV4>().is_err() {
+                return Err((400, format!("addr={addr:?} is not IP:PORT")));
+            }
+            Op::AddNode { id, addr }
+        }
+        "DELETE" => Op::RemoveNode { id },
+        _ => {
+            return Err((
+                405,
+                format!("{method} /members/ID: use POST (add) or DELETE (remove)"),
+            ))
+        }
+    };
+    Ok(Request { client_id, seq, op })
+}
+
 /// The HTTP status and JSON body for a node's response to `op`.
 pub fn kv_reply(key: &str, resp: &Response) -> (u16, KvReply) {
     let mut r = KvReply {
@@ -677,6 +764,24 @@ impl<N: Network> Handler for KvApi<N> {
                 ),
             ));
         }
+        if let Some(rest) = path.strip_prefix("/members/") {
+            let hdr = |n: &str| req.header(n).map(str::to_string);
+            let request = match parse_member_request(&req.method, rest, req.query.as_deref(), &hdr)
+            {
+                Ok(r) => r,
+                Err((status, msg)) => {
+                    let r = KvReply {
+                        served_by: self.server.id(),
+                        error: Some(msg),
+                        ..KvReply::default()
+                    };
+                    return Ok(json_response(status, &r));
+                }
+            };
+            let resp = self.server.request(request);
+            let (status, r) = kv_reply("", &resp);
+            return Ok(json_response(status, &KvReply { key: None, ..r }));
+        }
         if !path.starts_with("/kv/") {
             return Ok(HttpResponse::error(404));
         }
@@ -739,7 +844,13 @@ pub fn run_node_process(
         })?
         .clone();
     let tls = NodeTls::load(dir, id)?;
-    let voters: Vec<u64> = spec.nodes.iter().map(|n| n.id).collect();
+    let initial = spec.initial_voters();
+    // A node added later starts empty and joins; the others start with the initial voters.
+    let voters: Vec<u64> = if initial.contains(&id) {
+        initial
+    } else {
+        Vec::new()
+    };
     let peers: Vec<(u64, SocketAddrV4)> = spec
         .nodes
         .iter()
@@ -813,7 +924,7 @@ fn open_store(data: &Path, voters: &[u64]) -> io::Result<super::storage::DiskLog
     let store = super::storage::DiskLog::open(&data.join("raft"))?;
     let report = store.recovery_report();
     log::info!("raft log recovered: {report:?}");
-    if store.is_empty() {
+    if store.is_empty() && !voters.is_empty() {
         store.initialize_with_voters(voters)?;
     }
     Ok(store)
@@ -1098,6 +1209,51 @@ mod tests {
         assert_eq!(percent_decode("%zz%4", false), b"%zz%4");
         assert_eq!(percent_decode("a+b", true), b"a b");
         assert_eq!(percent_decode("a+b", false), b"a+b");
+    }
+
+    #[test]
+    fn member_requests_need_an_id_and_an_address_to_add() {
+        let r =
+            parse_member_request("POST", "4", Some("addr=198.19.104.2:7400"), &no_headers).unwrap();
+        assert_eq!(
+            r.op,
+            Op::AddNode {
+                id: 4,
+                addr: "198.19.104.2:7400".into()
+            }
+        );
+        let r = parse_member_request("DELETE", "2", None, &no_headers).unwrap();
+        assert_eq!(r.op, Op::RemoveNode { id: 2 });
+        for (m, id, q) in [
+            ("POST", "4", None),
+            ("POST", "4", Some("addr=nowhere")),
+            ("POST", "x", Some("addr=1.2.3.4:5")),
+            ("DELETE", "0", None),
+        ] {
+            assert_eq!(
+                parse_member_request(m, id, q, &no_headers).unwrap_err().0,
+                400
+            );
+        }
+        assert_eq!(
+            parse_member_request("GET", "4", None, &no_headers)
+                .unwrap_err()
+                .0,
+            405
+        );
+    }
+
+    #[test]
+    fn local_node_follows_the_layout_of_the_others() {
+        let c = ClusterSpec::local(3, "tskv", 100);
+        let n = c.local_node(4).unwrap();
+        assert_eq!(
+            (n.tun.as_str(), n.addr),
+            ("tskv4", Ipv4Addr::new(198, 19, 104, 2))
+        );
+        assert_eq!(n.peer, "198.19.104.1/24");
+        assert!(c.local_node(10).is_err());
+        assert_eq!(c.initial_voters(), vec![1, 2, 3]);
     }
 
     #[test]

@@ -104,6 +104,20 @@ pub enum KvCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Add node ID to the local cluster while it serves: its certificate from the cluster CA,
+    /// its entry in cluster.json, its process (own stack on device PREFIX<ID>), then a Raft
+    /// membership change; it is caught up by snapshot.
+    Add {
+        id: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Remove node ID from the cluster (a Raft membership change), then stop its process.
+    Remove {
+        id: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Merge the nodes' trace files into one causal timeline and draw it as a space-time
     /// diagram (SVG; `.html` adds the event table and click-to-highlight causality).
     Trace {
@@ -241,8 +255,88 @@ pub fn run(cmd: KvCommand) -> Result<(), String> {
             println!("healed");
             Ok(())
         }
+        KvCommand::Add { id, dir } => add_node(&dir.unwrap_or_else(default_dir), id),
+        KvCommand::Remove { id, dir } => remove_node(&dir.unwrap_or_else(default_dir), id),
         KvCommand::Trace { dir, out } => trace(&dir.unwrap_or_else(default_dir), &out),
     }
+}
+
+/// `tunstack kv add`: see [`KvCommand::Add`].
+fn add_node(dir: &Path, id: u64) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let mut spec = ClusterSpec::load(dir).map_err(e)?;
+    if spec.node(id).is_some() {
+        return Err(format!(
+            "node {id} is already in {} (remove it first)",
+            dir.join(server::CLUSTER_FILE).display()
+        ));
+    }
+    let others: Vec<SocketAddrV4> = spec.nodes.iter().map(|n| n.http_addr()).collect();
+    let node = spec.local_node(id).map_err(e)?;
+    transport::ensure_cluster_certs(dir, &[(id, node.addr)]).map_err(e)?;
+    spec.initial = Some(spec.initial_voters());
+    spec.nodes.push(node.clone());
+    spec.save(dir).map_err(e)?;
+    let exe = std::env::current_exe().map_err(e)?;
+    let child = server::spawn_node(&exe, dir, id).map_err(e)?;
+    server::wait_serving(&node, Duration::from_secs(20))
+        .map_err(|err| format!("{err} (see {})", server::log_path(dir, id).display()))?;
+    let mut c = KvClient::new(others);
+    let r = c.add_node(id, node.raft_addr()).map_err(e)?;
+    if r.status != 200 {
+        return Err(format!(
+            "adding node {id} refused ({}): {}",
+            r.status,
+            r.reply.error.unwrap_or_default()
+        ));
+    }
+    println!(
+        "node {id} added at index {} (pid {}), serving http://{}/, device {}",
+        r.reply.index,
+        child.id(),
+        node.http_addr(),
+        node.tun
+    );
+    Ok(())
+}
+
+/// `tunstack kv remove`: see [`KvCommand::Remove`].
+fn remove_node(dir: &Path, id: u64) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let mut spec = ClusterSpec::load(dir).map_err(e)?;
+    if spec.node(id).is_none() {
+        return Err(format!(
+            "no node {id} in {}",
+            dir.join(server::CLUSTER_FILE).display()
+        ));
+    }
+    let others: Vec<SocketAddrV4> = spec
+        .nodes
+        .iter()
+        .filter(|n| n.id != id)
+        .map(|n| n.http_addr())
+        .collect();
+    let mut c = KvClient::new(others);
+    let r = c.remove_node(id).map_err(e)?;
+    if r.status != 200 {
+        return Err(format!(
+            "removing node {id} refused ({}): {}",
+            r.status,
+            r.reply.error.unwrap_or_default()
+        ));
+    }
+    if let Some(pid) = server::node_pid(dir, id) {
+        // SAFETY: a signal to a pid from our own pid file.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    spec.initial = Some(spec.initial_voters());
+    spec.nodes.retain(|n| n.id != id);
+    spec.save(dir).map_err(e)?;
+    println!(
+        "node {id} removed at index {}; its process stopped",
+        r.reply.index
+    );
+    Ok(())
 }
 
 /// `tunstack kv trace`: read every node's trace file, merge, render.
@@ -431,7 +525,8 @@ fn cluster(n: usize, dir: &Path, prefix: &str, base: u8) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    // Stop every node (also ones `kv restart` started), then remove partitions.
+    // Stop every node (also ones `kv restart` or `kv add` started), then remove partitions.
+    let spec = ClusterSpec::load(dir).unwrap_or(spec);
     for node in &spec.nodes {
         if let Some(pid) = server::node_pid(dir, node.id) {
             // SAFETY: a signal to a pid from our own pid file.
