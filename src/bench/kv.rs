@@ -89,6 +89,8 @@ pub struct WriteLoad {
     pub secs: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU time (user + system) of the three server processes per write, µs.
+    pub cpu_us_per_write: Option<f64>,
 }
 
 impl WriteLoad {
@@ -359,6 +361,25 @@ trait Cluster {
     fn leader(&self, timeout: Duration) -> io::Result<u64>;
     fn kill(&mut self, id: u64) -> io::Result<()>;
     fn restart(&mut self, id: u64) -> io::Result<()>;
+    /// The server processes' pids.
+    fn pids(&self) -> Vec<i32>;
+}
+
+/// User + system CPU time of `pids` so far, seconds (from /proc/PID/stat).
+fn cpu_secs(pids: &[i32]) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0.0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ut: f64 = f.get(11)?.parse().ok()?;
+        let st: f64 = f.get(12)?.parse().ok()?;
+        total += (ut + st) / hz;
+    }
+    Some(total)
 }
 
 fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> io::Result<T> {
@@ -475,6 +496,11 @@ impl Cluster for Ours {
     }
     fn kill(&mut self, id: u64) -> io::Result<()> {
         server::kill_node(&self.dir, id).map(|_| ())
+    }
+    fn pids(&self) -> Vec<i32> {
+        (1..=NODES)
+            .filter_map(|i| server::node_pid(&self.dir, i))
+            .collect()
     }
     fn restart(&mut self, id: u64) -> io::Result<()> {
         let child = server::spawn_node(&self.exe, &self.dir, id)?;
@@ -632,6 +658,13 @@ impl Cluster for Etcd {
         }
         Ok(())
     }
+    fn pids(&self) -> Vec<i32> {
+        self.children
+            .iter()
+            .flatten()
+            .map(|c| c.id() as i32)
+            .collect()
+    }
     fn restart(&mut self, id: u64) -> io::Result<()> {
         let c = self.spawn(id)?;
         self.children[id as usize - 1] = Some(c);
@@ -664,6 +697,7 @@ fn write_load(
     addr: SocketAddrV4,
     clients: usize,
     time: Duration,
+    pids: &[i32],
 ) -> io::Result<WriteLoad> {
     let value = [b'v'; 64];
     // Warm up: connections made and a few writes through.
@@ -678,6 +712,7 @@ fn write_load(
             )));
         }
     }
+    let cpu0 = cpu_secs(pids);
     let start = Instant::now();
     let end = start + time;
     let results: Vec<(u64, Vec<f64>)> = std::thread::scope(|s| {
@@ -708,6 +743,7 @@ fn write_load(
             .collect()
     });
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pids).zip(cpu0).map(|(b, a)| b - a);
     let errors = results.iter().map(|r| r.0).sum();
     let mut lat: Vec<f64> = results.into_iter().flat_map(|r| r.1).collect();
     lat.sort_by(f64::total_cmp);
@@ -723,6 +759,7 @@ fn write_load(
         secs,
         p50_ms: percentile(&lat, 0.5),
         p99_ms: percentile(&lat, 0.99),
+        cpu_us_per_write: cpu.map(|c| c * 1e6 / lat.len() as f64),
     })
 }
 
@@ -834,8 +871,13 @@ fn measure(c: &mut dyn Cluster, p: &KvParams) -> io::Result<System> {
     let mut sys = System::default();
     for &clients in &p.clients {
         let leader = c.leader(Duration::from_secs(30))?;
-        sys.loads
-            .push(write_load(c.kind(), c.http(leader), clients, p.load_time)?);
+        sys.loads.push(write_load(
+            c.kind(),
+            c.http(leader),
+            clients,
+            p.load_time,
+            &c.pids(),
+        )?);
     }
     for _ in 0..p.kills {
         sys.failovers_ms.push(failover(c)?);
@@ -932,6 +974,18 @@ pub fn table(r: &Option<Result<KvBench, String>>) -> String {
             fr(ratio(p99(&b.stack), p99(&b.kernel))),
             fr(ratio(p99(&b.stack), p99(&b.etcd))),
         );
+        let cpu = |s: &System| s.load(c).and_then(|l| l.cpu_us_per_write);
+        let fc = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            t,
+            "| server CPU µs per write, {c} client{} | {} | {} | {} | {} | {} |",
+            if c == 1 { "" } else { "s" },
+            fc(cpu(&b.stack)),
+            fc(cpu(&b.kernel)),
+            fc(cpu(&b.etcd)),
+            fr(ratio(cpu(&b.stack), cpu(&b.kernel))),
+            fr(ratio(cpu(&b.stack), cpu(&b.etcd))),
+        );
     }
     let fo = |s: &System| {
         format!(
@@ -1007,6 +1061,11 @@ pub fn metrics(r: &Option<Result<KvBench, String>>) -> Vec<(String, f64, &'stati
             s.failover_max_ms(),
             "ms",
         ));
+        for l in &s.loads {
+            if let Some(c) = l.cpu_us_per_write {
+                m.push((format!("kv.{who}.c{}.cpu_us_per_write", l.clients), c, "µs"));
+            }
+        }
         for (i, f) in s.failovers_ms.iter().enumerate() {
             m.push((format!("kv.{who}.failover{}_ms", i + 1), *f, "ms"));
         }
