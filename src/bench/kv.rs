@@ -1179,7 +1179,7 @@ mod tests {
         let srv = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
             let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut head = |r: &mut BufReader<TcpStream>| {
+            let head = |r: &mut BufReader<TcpStream>| {
                 let mut line = String::new();
                 let mut len = 0;
                 loop {

@@ -962,7 +962,10 @@ impl<S: LogStore> Node<S> {
         self.fix_election_timeout();
         self.sync_peers();
         self.ticks += 1;
-        if self.ticks % self.cfg.heartbeat_ticks.max(1) as u64 != 0 {
+        if !self
+            .ticks
+            .is_multiple_of(self.cfg.heartbeat_ticks.max(1) as u64)
+        {
             return;
         }
         let peers: Vec<u64> = self.peers.keys().copied().collect();
