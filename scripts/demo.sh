@@ -130,8 +130,8 @@ for level in linearizable sequential eventual; do
   for who in "leader $leader" "follower $follower"; do
     read -r role id <<< "$who"
     url="http://198.19.10$id.2/kv/greeting?consistency=$level"
-    urls=(); for _ in $(seq 200); do urls+=("$url"); done
-    curl -s -o /dev/null -w '%{time_total}\n' "${urls[@]}" | sort -n \
+    urls=(); for _ in $(seq 200); do urls+=(-o /dev/null "$url"); done
+    curl -s -w '%{time_total}\n' "${urls[@]}" | sort -n \
       | awk -v l="$level" -v w="$role" '{ v[NR] = $1 * 1e6 } END { printf "   %-12s from the %-8s p50 %5.0f us  p99 %5.0f us\n", l, w, v[int(NR*0.5)], v[int(NR*0.99)] }'
   done
 done

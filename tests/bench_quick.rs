@@ -143,7 +143,8 @@ fn report_of_a_tiny_run_has_every_core_figure() {
         conn_time: Duration::from_millis(500),
         idle_conns: 100,
     };
-    let r = bench::run(&o, true);
+    // The KV section has its own small test below.
+    let r = bench::run_sections(&o, true, &["tcp", "dns"]);
     let table = r.table();
     println!("{table}");
     let errors: Vec<_> = r
@@ -172,4 +173,44 @@ fn report_of_a_tiny_run_has_every_core_figure() {
         assert!(v > 0.0 && v.is_finite(), "{key} = {v}");
     }
     assert!(r.json().contains("\"tunstack.mtu1500.s2k.gbps\""));
+}
+
+#[test]
+fn kv_section_measures_ours_over_stack_and_kernel_and_etcd() {
+    if !netns::require_root("kv_section_measures_ours_over_stack_and_kernel_and_etcd") {
+        return;
+    }
+    let p = bench::kv::KvParams {
+        clients: vec![4],
+        load_time: Duration::from_millis(400),
+        kills: 1,
+        reads: 20,
+    };
+    let b = bench::kv::run(p).expect("the KV section runs");
+    let table = bench::kv::table(&Some(Ok(b.clone())));
+    println!("{table}");
+    for (who, s) in [
+        ("stack", &b.stack),
+        ("kernel", &b.kernel),
+        ("etcd", &b.etcd),
+    ] {
+        let l = s.load(4).unwrap_or_else(|| panic!("{who}: no load figure"));
+        assert!(l.writes > 0 && l.per_sec().is_finite(), "{who}: {l:?}");
+        assert!(l.p99_ms >= l.p50_ms && l.p50_ms > 0.0, "{who}: {l:?}");
+        assert_eq!(s.failovers_ms.len(), 1, "{who}");
+        let f = s.failovers_ms[0];
+        assert!(f > 0.0 && f < 20_000.0, "{who}: failover {f} ms");
+    }
+    assert_eq!(
+        b.reads.len(),
+        6,
+        "three levels from the leader and a follower"
+    );
+    assert!(b
+        .reads
+        .iter()
+        .all(|r| r.samples == 20 && r.p99_us >= r.p50_us));
+    assert!(b
+        .stack_over_kernel(4)
+        .is_some_and(|r| r > 0.0 && r.is_finite()));
 }
