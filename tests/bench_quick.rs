@@ -185,6 +185,7 @@ fn kv_section_measures_ours_over_stack_and_kernel_and_etcd() {
         load_time: Duration::from_millis(400),
         kills: 1,
         reads: 20,
+        exe: Some(env!("CARGO_BIN_EXE_tunstack").into()),
     };
     let b = bench::kv::run(p).expect("the KV section runs");
     let table = bench::kv::table(&Some(Ok(b.clone())));

@@ -59,6 +59,8 @@ pub struct KvParams {
     pub kills: usize,
     /// Reads per (level, node) pair.
     pub reads: usize,
+    /// The `tunstack` binary that runs the nodes (`None`: this program, as in `tunstack bench`).
+    pub exe: Option<PathBuf>,
 }
 
 impl KvParams {
@@ -68,6 +70,7 @@ impl KvParams {
             load_time: Duration::from_secs(5),
             kills: 5,
             reads: 2000,
+            exe: None,
         }
     }
     pub fn quick() -> KvParams {
@@ -76,6 +79,7 @@ impl KvParams {
             load_time: Duration::from_millis(1500),
             kills: 3,
             reads: 300,
+            exe: None,
         }
     }
 }
@@ -420,7 +424,7 @@ struct Ours {
 }
 
 impl Ours {
-    fn start(kernel_tcp: bool) -> io::Result<Ours> {
+    fn start(kernel_tcp: bool, exe: Option<&PathBuf>) -> io::Result<Ours> {
         let (base, prefix, tag) = if kernel_tcp {
             (KERNEL_BASE, "tsbkk", "kernel")
         } else {
@@ -443,7 +447,10 @@ impl Ours {
         let nodes: Vec<_> = spec.nodes.iter().map(|n| (n.id, n.addr)).collect();
         crate::kv::transport::ensure_cluster_certs(&dir, &nodes)?;
         spec.save(&dir)?;
-        let exe = std::env::current_exe()?;
+        let exe = match exe {
+            Some(e) => e.clone(),
+            None => std::env::current_exe()?,
+        };
         let mut c = Ours {
             dir,
             spec,
@@ -904,13 +911,13 @@ fn bench_here(p: KvParams) -> io::Result<KvBench> {
         ..KvBench::default()
     };
     {
-        let mut c = Ours::start(false)?;
+        let mut c = Ours::start(false, p.exe.as_ref())?;
         c.leader(Duration::from_secs(30))?;
         r.reads = read_latency(&c, p.reads)?;
         r.stack = measure(&mut c, &p)?;
     }
     {
-        let mut c = Ours::start(true)?;
+        let mut c = Ours::start(true, p.exe.as_ref())?;
         r.kernel = measure(&mut c, &p)?;
     }
     {
