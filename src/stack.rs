@@ -66,6 +66,9 @@ pub struct StackConfig {
     /// Largest TCP/IPv4 packet the device segments itself (TSO/GSO,
     /// `Device::capabilities`); at or below `mtu`, TCP sends MSS-sized segments.
     pub max_tso_segment: usize,
+    /// The device completes TCP checksums ([`crate::phy::Capabilities::tx_checksum_partial`]):
+    /// TCP segments go out with only the pseudo-header sum in the field.
+    pub tx_checksum_partial: bool,
 }
 
 impl StackConfig {
@@ -78,6 +81,8 @@ impl StackConfig {
             tcp: TcpConfig {
                 sack: true,
                 timestamps: true,
+                recv_buffer: 1024 * 1024,
+                send_buffer: 1024 * 1024,
                 ..TcpConfig::default()
             },
             ip: Ipv4Config::new(addr),
@@ -89,6 +94,7 @@ impl StackConfig {
             max_tcp_connections: 65_536,
             tcp_idle_timeout: None,
             max_tso_segment: 0,
+            tx_checksum_partial: false,
         }
     }
 }
@@ -369,6 +375,13 @@ impl Stack {
         self.now = self.now.max(now);
         let mut rx = std::mem::take(&mut self.rx_buf);
         for _ in 0..self.config.rx_batch {
+            // A device that holds packets in memory hands them over whole.
+            if let Some((packet, trusted)) = dev.take_rx(now) {
+                self.rx_trusted = trusted;
+                self.receive_packet(now, dev, &packet);
+                dev.recycle_rx(packet);
+                continue;
+            }
             match dev.recv(now, &mut rx) {
                 Ok(Some(n)) => {
                     self.rx_trusted = dev.rx_checksum_trusted();
@@ -483,6 +496,7 @@ impl Stack {
         tx: &mut [u8],
         dst: Ipv4Addr,
         seg: &TcpRepr,
+        partial_csum: bool,
     ) {
         let src = ip.addr();
         let len = seg.buffer_len();
@@ -492,9 +506,23 @@ impl Stack {
             stats.tx_device_drops += 1;
             return;
         }
-        seg.emit(src, dst, &mut tx[hl..hl + len]);
-        ip.emit_header(dst, PROTO_TCP, len, &mut tx[..hl]);
-        Self::send_raw(stats, dev, now, &tx[..hl + len]);
+        let mut build = |buf: &mut [u8]| {
+            seg.emit_with(src, dst, &mut buf[hl..hl + len], !partial_csum);
+            ip.emit_header(dst, PROTO_TCP, len, &mut buf[..hl]);
+        };
+        // Built in the device's buffer where it has one (no copy).
+        match dev.send_with(now, hl + len, &mut build) {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => stats.tx_device_drops += 1,
+            Some(Err(e)) => {
+                stats.tx_device_errors += 1;
+                log::debug!("device send failed: {e}");
+            }
+            None => {
+                build(tx);
+                Self::send_raw(stats, dev, now, &tx[..hl + len]);
+            }
+        }
     }
 
     fn tcp_input<D: Device + ?Sized>(
@@ -539,6 +567,7 @@ impl Stack {
                             tx,
                             remote_ip,
                             &out,
+                            self.config.tx_checksum_partial,
                         );
                     }
                 }
@@ -571,7 +600,16 @@ impl Stack {
         self.stats.tcp_rx_no_socket += 1;
         if let Some(rst) = reset_for(&seg) {
             self.stats.tcp_rst_sent += 1;
-            Self::emit_tcp(&mut self.ip, &mut self.stats, dev, now, tx, src, &rst);
+            Self::emit_tcp(
+                &mut self.ip,
+                &mut self.stats,
+                dev,
+                now,
+                tx,
+                src,
+                &rst,
+                self.config.tx_checksum_partial,
+            );
         }
     }
 
@@ -622,6 +660,7 @@ impl Stack {
                 tx,
                 *remote.ip(),
                 &synack,
+                self.config.tx_checksum_partial,
             );
             self.stats.tcp_syncookies_sent += 1;
             self.last_cookie_at = Some(now);
@@ -743,6 +782,7 @@ impl Stack {
                 tx,
                 *remote.ip(),
                 &rst,
+                self.config.tx_checksum_partial,
             );
         }
         self.limit_hit(now, Limit::Connections, port, remote);
@@ -910,6 +950,7 @@ impl Stack {
                     &mut tx,
                     remote_ip,
                     &seg,
+                    self.config.tx_checksum_partial,
                 );
                 sent = true;
             }

@@ -24,6 +24,29 @@ pub trait Device {
     /// dropped and `Ok(false)` returned; TCP recovers as from any loss.
     fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool>;
 
+    /// Send one packet of `len` bytes that `build` writes in place, in the
+    /// device's own buffer (sparing the copy `send` makes). `None`: the
+    /// device has no such buffer (`build` was not called); use `send`.
+    fn send_with(
+        &mut self,
+        _now: Instant,
+        _len: usize,
+        _build: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<bool>> {
+        None
+    }
+
+    /// Hand over the next received packet held in memory, with its
+    /// checksum-trust flag (see [`Device::rx_checksum_trusted`]), sparing
+    /// the copy `recv` makes; give the buffer back with
+    /// [`Device::recycle_rx`]. `None`: nothing held this way; use `recv`.
+    fn take_rx(&mut self, _now: Instant) -> Option<(Vec<u8>, bool)> {
+        None
+    }
+
+    /// Return a buffer [`Device::take_rx`] handed over.
+    fn recycle_rx(&mut self, _buf: Vec<u8>) {}
+
     /// Largest packet this device carries.
     fn mtu(&self) -> usize;
 
@@ -37,6 +60,7 @@ pub trait Device {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             max_tso_segment: self.mtu(),
+            tx_checksum_partial: false,
         }
     }
 
@@ -55,11 +79,32 @@ pub struct Capabilities {
     /// device cuts anything beyond the MTU into MTU-sized segments (TSO/GSO).
     /// Equal to the MTU when the device cannot segment.
     pub max_tso_segment: usize,
+    /// The device completes TCP checksums (a vnet header with `NEEDS_CSUM`):
+    /// whoever drives it must send every TCP segment with only the folded
+    /// pseudo-header sum in its checksum field
+    /// ([`crate::wire::tcp::TcpRepr::emit_with`]), sparing a pass over the
+    /// payload on each side. Wrappers pass it through unchanged (a pcap
+    /// trace then shows such checksums as the kernel's own captures do).
+    pub tx_checksum_partial: bool,
 }
 
 impl<D: Device + ?Sized> Device for &mut D {
     fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         (**self).recv(now, buf)
+    }
+    fn send_with(
+        &mut self,
+        now: Instant,
+        len: usize,
+        build: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<bool>> {
+        (**self).send_with(now, len, build)
+    }
+    fn take_rx(&mut self, now: Instant) -> Option<(Vec<u8>, bool)> {
+        (**self).take_rx(now)
+    }
+    fn recycle_rx(&mut self, buf: Vec<u8>) {
+        (**self).recycle_rx(buf)
     }
     fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
         (**self).send(now, packet)
@@ -81,6 +126,20 @@ impl<D: Device + ?Sized> Device for &mut D {
 impl<D: Device + ?Sized> Device for Box<D> {
     fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         (**self).recv(now, buf)
+    }
+    fn send_with(
+        &mut self,
+        now: Instant,
+        len: usize,
+        build: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<bool>> {
+        (**self).send_with(now, len, build)
+    }
+    fn take_rx(&mut self, now: Instant) -> Option<(Vec<u8>, bool)> {
+        (**self).take_rx(now)
+    }
+    fn recycle_rx(&mut self, buf: Vec<u8>) {
+        (**self).recycle_rx(buf)
     }
     fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
         (**self).send(now, packet)

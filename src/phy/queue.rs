@@ -89,6 +89,34 @@ impl Device for QueueDevice {
         Ok(true)
     }
 
+    fn send_with(
+        &mut self,
+        _now: Instant,
+        len: usize,
+        build: &mut dyn FnMut(&mut [u8]),
+    ) -> Option<io::Result<bool>> {
+        if self.tx.len() >= self.tx_limit {
+            return Some(Ok(false));
+        }
+        // A recycled buffer's old bytes are overwritten by `build`; only
+        // growth is zero-filled.
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.resize(len, 0);
+        build(&mut b);
+        self.tx.push_back(b);
+        Some(Ok(true))
+    }
+
+    fn take_rx(&mut self, _now: Instant) -> Option<(Vec<u8>, bool)> {
+        let p = self.rx.pop_front()?;
+        self.last_trusted = self.rx_trusted.pop_front().unwrap_or(false);
+        Some((p, self.last_trusted))
+    }
+
+    fn recycle_rx(&mut self, buf: Vec<u8>) {
+        self.recycle(buf);
+    }
+
     fn mtu(&self) -> usize {
         self.mtu
     }
@@ -96,6 +124,7 @@ impl Device for QueueDevice {
     fn capabilities(&self) -> super::Capabilities {
         super::Capabilities {
             max_tso_segment: self.max_tso_segment.max(self.mtu),
+            tx_checksum_partial: false,
         }
     }
 

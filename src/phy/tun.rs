@@ -280,7 +280,9 @@ impl TunDevice {
         let Some(off) = self.offload.as_ref() else {
             unreachable!("send_vnet without offload state")
         };
-        let plan = vnet::tx_plan(packet, self.mtu).unwrap_or(vnet::TxPlan {
+        // Our driver (the stack) fills TCP checksum fields with the
+        // pseudo-header sum only (`Capabilities::tx_checksum_partial`).
+        let plan = vnet::tx_plan(packet, self.mtu, true).unwrap_or(vnet::TxPlan {
             hdr: VnetHdr::default(),
             csum_patch: None,
         });
@@ -363,6 +365,7 @@ impl Device for TunDevice {
             } else {
                 self.mtu
             },
+            tx_checksum_partial: self.offload.is_some(),
         }
     }
 

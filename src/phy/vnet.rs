@@ -217,37 +217,60 @@ pub struct TxPlan {
     pub csum_patch: Option<(usize, [u8; 2])>,
 }
 
-/// The header for sending `packet` on a device whose MTU is `mtu`: packets
-/// that fit go out plain (zero header), a longer TCP/IPv4 packet as TCPV4 GSO
-/// cut at `mtu`. `None`: longer than the MTU and not TCP/IPv4 (no GSO for it;
-/// the caller sends it plain and lets the kernel take it as one packet).
-pub fn tx_plan(packet: &[u8], mtu: usize) -> Option<TxPlan> {
+/// The header for sending `packet` on a device whose MTU is `mtu`: a longer
+/// TCP/IPv4 packet as TCPV4 GSO cut at `mtu`. With `partial_csum` the TCP
+/// checksum field of `packet` already holds only the pseudo-header sum
+/// (`Capabilities::tx_checksum_partial`): every TCP/IPv4 packet then goes
+/// out with `NEEDS_CSUM` and the kernel completes (or, delivering locally,
+/// skips) the sum. Without it, a packet that fits goes out plain (zero
+/// header) and a GSO packet's field is patched to the pseudo-header sum.
+/// `None`: longer than the MTU and not TCP/IPv4 (no GSO for it; the caller
+/// sends it plain and lets the kernel take it as one packet).
+pub fn tx_plan(packet: &[u8], mtu: usize, partial_csum: bool) -> Option<TxPlan> {
+    let plain = TxPlan {
+        hdr: VnetHdr::default(),
+        csum_patch: None,
+    };
+    if packet.len() <= mtu && !partial_csum {
+        return Some(plain);
+    }
+    let tcp = ipv4_info(packet)
+        .filter(|&(_, proto)| proto == PROTO_TCP)
+        .and_then(|(ihl, _)| Some((ihl, tcp_header_len(packet, ihl)?)));
+    let Some((ihl, thl)) = tcp else {
+        return (packet.len() <= mtu).then_some(plain);
+    };
+    let headers = ihl + thl;
+    let csum = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        hdr_len: u16::try_from(headers).ok()?,
+        gso_size: 0,
+        csum_start: u16::try_from(ihl).ok()?,
+        csum_offset: TCP_CSUM_OFFSET,
+    };
     if packet.len() <= mtu {
         return Some(TxPlan {
-            hdr: VnetHdr::default(),
+            hdr: csum,
             csum_patch: None,
         });
     }
-    let (ihl, proto) = ipv4_info(packet)?;
-    if proto != PROTO_TCP {
-        return None;
-    }
-    let thl = tcp_header_len(packet, ihl)?;
-    let headers = ihl + thl;
     let gso_size = mtu.checked_sub(headers).filter(|&s| s > 0)?;
-    let src = std::net::Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-    let dst = std::net::Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, packet.len() - ihl) as u16;
+    let csum_patch = if partial_csum {
+        None
+    } else {
+        let src = std::net::Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+        let dst = std::net::Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, packet.len() - ihl) as u16;
+        Some((ihl + usize::from(TCP_CSUM_OFFSET), pseudo.to_be_bytes()))
+    };
     Some(TxPlan {
         hdr: VnetHdr {
-            flags: F_NEEDS_CSUM,
             gso_type: GSO_TCPV4,
-            hdr_len: u16::try_from(headers).ok()?,
             gso_size: u16::try_from(gso_size).ok()?,
-            csum_start: u16::try_from(ihl).ok()?,
-            csum_offset: TCP_CSUM_OFFSET,
+            ..csum
         },
-        csum_patch: Some((ihl + usize::from(TCP_CSUM_OFFSET), pseudo.to_be_bytes())),
+        csum_patch,
     })
 }
 
@@ -560,7 +583,7 @@ mod tests {
     #[test]
     fn small_packets_are_sent_plain() {
         let p = tcp_packet(1460);
-        let plan = tx_plan(&p, 1500).unwrap();
+        let plan = tx_plan(&p, 1500, false).unwrap();
         assert_eq!(plan.hdr, VnetHdr::default());
         assert_eq!(plan.csum_patch, None);
     }
@@ -568,7 +591,7 @@ mod tests {
     #[test]
     fn large_tcp_is_sent_as_gso_cut_at_the_mtu_with_partial_checksum() {
         let p = tcp_packet(60000);
-        let plan = tx_plan(&p, 1500).unwrap();
+        let plan = tx_plan(&p, 1500, false).unwrap();
         assert_eq!(plan.hdr.gso_type, GSO_TCPV4);
         assert_eq!(plan.hdr.flags, F_NEEDS_CSUM);
         assert_eq!(plan.hdr.gso_size, 1460);
@@ -588,16 +611,50 @@ mod tests {
     fn gso_size_leaves_room_for_tcp_options() {
         let mut p = tcp_packet(60000);
         p[32] = 8 << 4; // data offset 32: 12 bytes of options
-        let plan = tx_plan(&p, 1500).unwrap();
+        let plan = tx_plan(&p, 1500, false).unwrap();
         assert_eq!(plan.hdr.gso_size, 1448);
         assert_eq!(plan.hdr.hdr_len, 52);
+    }
+
+    #[test]
+    fn partial_checksums_mark_every_tcp_packet_needs_csum_and_leave_it_unpatched() {
+        // As the stack emits with tx_checksum_partial: the pseudo-header sum.
+        let full = tcp_packet(1000);
+        let mut p = full.clone();
+        let pseudo = checksum::pseudo_header(
+            std::net::Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+            std::net::Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+            PROTO_TCP,
+            p.len() - 20,
+        ) as u16;
+        p[36..38].copy_from_slice(&pseudo.to_be_bytes());
+        let plan = tx_plan(&p, 1500, true).unwrap();
+        assert_eq!(plan.hdr.flags, F_NEEDS_CSUM);
+        assert_eq!(plan.hdr.gso_type, GSO_NONE);
+        assert_eq!((plan.hdr.csum_start, plan.hdr.csum_offset), (20, 16));
+        assert_eq!(plan.csum_patch, None);
+        // Completed as the kernel would: the full checksum.
+        let mut q = p.clone();
+        complete_checksum(&plan.hdr, &mut q).unwrap();
+        assert_eq!(q, full);
+        let big = tcp_packet(60000);
+        let plan = tx_plan(&big, 1500, true).unwrap();
+        assert_eq!((plan.hdr.gso_type, plan.hdr.gso_size), (GSO_TCPV4, 1460));
+        assert_eq!(plan.csum_patch, None);
+        // Not TCP: plain, or no plan at all beyond the MTU.
+        let mut u = tcp_packet(100);
+        u[9] = PROTO_UDP;
+        assert_eq!(tx_plan(&u, 1500, true).unwrap().hdr, VnetHdr::default());
+        let mut u = tcp_packet(3000);
+        u[9] = PROTO_UDP;
+        assert_eq!(tx_plan(&u, 1500, true), None);
     }
 
     #[test]
     fn large_non_tcp_has_no_gso_plan() {
         let mut p = tcp_packet(3000);
         p[9] = PROTO_UDP;
-        assert_eq!(tx_plan(&p, 1500), None);
-        assert_eq!(tx_plan(&[0x45; 3], 2), None);
+        assert_eq!(tx_plan(&p, 1500, false), None);
+        assert_eq!(tx_plan(&[0x45; 3], 2, false), None);
     }
 }

@@ -134,7 +134,9 @@ impl Net {
         rng: Rng,
     ) -> io::Result<Net> {
         config.mtu = config.mtu.min(device.mtu());
-        config.max_tso_segment = device.capabilities().max_tso_segment;
+        let caps = device.capabilities();
+        config.max_tso_segment = caps.max_tso_segment;
+        config.tx_checksum_partial = caps.tx_checksum_partial;
         let addr = config.addr;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;

@@ -127,6 +127,20 @@ impl<'a> TcpRepr<'a> {
     /// Write header, options and payload into `buf[..self.buffer_len()]`,
     /// filling in the checksum over the pseudo-header. Panics if `buf` is too short.
     pub fn emit(&self, src: Ipv4Addr, dst: Ipv4Addr, buf: &mut [u8]) -> usize {
+        self.emit_with(src, dst, buf, true)
+    }
+
+    /// [`TcpRepr::emit`]; with `full_checksum` false the checksum field
+    /// holds only the folded pseudo-header sum, for a device that completes
+    /// it (a vnet header with `NEEDS_CSUM`, csum_start at the TCP header,
+    /// csum_offset 16), and the payload is copied without being summed.
+    pub fn emit_with(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        buf: &mut [u8],
+        full_checksum: bool,
+    ) -> usize {
         let header_len = self.header_len();
         let len = header_len + self.payload.len();
         let buf = &mut buf[..len];
@@ -157,9 +171,16 @@ impl<'a> TcpRepr<'a> {
         buf[18..20].copy_from_slice(&self.urgent_ptr.to_be_bytes());
         let written = emit_options(&self.options, &mut buf[HEADER_LEN..header_len]);
         debug_assert_eq!(written, header_len - HEADER_LEN);
-        buf[header_len..].copy_from_slice(self.payload);
-        let s = checksum::sum(checksum::pseudo_header(src, dst, PROTO_TCP, len), buf);
-        let c = checksum::finish(s);
+        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, len);
+        let (head, body) = buf.split_at_mut(header_len);
+        let c = if full_checksum {
+            // One pass over the payload: copied and summed together.
+            let s = checksum::sum(pseudo, head);
+            checksum::finish(checksum::copy_and_sum(s, body, self.payload))
+        } else {
+            body.copy_from_slice(self.payload);
+            pseudo as u16
+        };
         buf[16..18].copy_from_slice(&c.to_be_bytes());
         len
     }
@@ -337,6 +358,28 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn partial_checksum_emit_holds_the_pseudo_header_sum_and_completes_to_the_full_one() {
+        let payload: Vec<u8> = (0..1001u32).map(|i| (i * 7) as u8).collect();
+        let r = TcpRepr {
+            payload: &payload,
+            ack: Some(SeqNum(5)),
+            ..syn_repr()
+        };
+        let full = emitted(&r);
+        let mut part = vec![0u8; r.buffer_len()];
+        r.emit_with(SRC, DST, &mut part, false);
+        let pseudo = checksum::pseudo_header(SRC, DST, PROTO_TCP, part.len()) as u16;
+        assert_eq!(part[16..18], pseudo.to_be_bytes());
+        assert_eq!(part[..16], full[..16]);
+        assert_eq!(part[18..], full[18..]);
+        // What the device does with NEEDS_CSUM: sum from the TCP header on.
+        let c = checksum::finish(checksum::sum(0, &part));
+        part[16..18].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(part, full);
+        assert!(TcpRepr::parse(SRC, DST, &full, true).is_ok());
     }
 
     fn emitted(r: &TcpRepr) -> Vec<u8> {
