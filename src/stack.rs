@@ -81,8 +81,6 @@ impl StackConfig {
             tcp: TcpConfig {
                 sack: true,
                 timestamps: true,
-                recv_buffer: 1024 * 1024,
-                send_buffer: 1024 * 1024,
                 ..TcpConfig::default()
             },
             ip: Ipv4Config::new(addr),

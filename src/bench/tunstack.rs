@@ -141,6 +141,10 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
                 stop.store(true, Ordering::Relaxed);
             }
         }
+        // RUST_LOG=tunstack::bench=debug: each connection's stats (RTOs, srtt...).
+        for (l, r, st) in up.net.tcp_connections() {
+            log::debug!("bench: {l} -> {r}: {st:?}");
+        }
         let loop_cpu = match (loop_cpu0, loop_tid.and_then(env::thread_cpu)) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,

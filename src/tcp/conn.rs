@@ -201,6 +201,12 @@ pub struct Tcb {
     /// was seen: recovery starts at this time unless the hole fills first
     /// (RFC 8985's reordering window, RACK.reo_wnd = SRTT/4).
     reo_at: Option<Instant>,
+    /// SACK recovery has retransmitted the hole at SND.UNA and no ACK has
+    /// moved SND.UNA since: at this time send it once more (see
+    /// `update_timers`), rather than wait for the RTO.
+    rxt_probe_at: Option<Instant>,
+    /// The SND.UNA the last such probe was for (one probe per hole).
+    rxt_probed: Option<SeqNum>,
 
     // ----- pending output -----
     ack_now: bool,
@@ -306,6 +312,8 @@ impl Tcb {
             tlp_probe: None,
             reordering_seen: false,
             reo_at: None,
+            rxt_probe_at: None,
+            rxt_probed: None,
             ack_now: false,
             urgent_ack: false,
             rtx_pending: false,
@@ -831,6 +839,7 @@ impl Tcb {
         self.snd_una = ack;
         self.sb.advance(ack);
         self.rtx_log.retain(|e| e.0 >= ack);
+        self.rxt_probe_at = None;
         self.tlp_at = None;
         self.tlp_pending = false;
         if self.snd_nxt < ack {
@@ -1090,6 +1099,19 @@ impl Tcb {
             }
             self.reo_at = None;
         }
+        if self.rxt_probe_at.is_some_and(|t| t <= now) {
+            self.rxt_probe_at = None;
+            if self.sack_recovery() && !self.rtx_pending {
+                if let Some(e) = self.rtx_log.iter_mut().find(|e| e.0 == self.snd_una) {
+                    // The retransmission went unanswered for 2·SRTT: lost
+                    // (or its ACK was); once more, with the window as it is.
+                    e.1 = self.snd_max;
+                    self.rtx_pending = true;
+                    self.rxt_probed = Some(self.snd_una);
+                    self.stats.lost_retransmits += 1;
+                }
+            }
+        }
         if self.tlp_at.is_some_and(|t| t <= now) {
             // RFC 8985 §7.3: the probe timeout expired before any ACK.
             self.tlp_at = None;
@@ -1145,6 +1167,11 @@ impl Tcb {
             return;
         }
         self.stats.rto_expirations += 1;
+        log::trace!(
+            "rto: una {:?} nxt {:?} max {:?} recovery {} sack_rec {} sb {:?} rtx_log {:?} tlp {:?} rtx_pending {} cwnd {}",
+            self.snd_una, self.snd_nxt, self.snd_max, self.in_recovery, self.sack_recovery(),
+            self.sb, self.rtx_log, self.tlp_probe, self.rtx_pending, self.cc.cwnd()
+        );
         self.rtt.back_off();
         if !syn_state {
             let flight = self.snd_max - self.snd_una;
@@ -1231,6 +1258,27 @@ impl Tcb {
                 let at = now + pto;
                 if self.rtx_at.is_none_or(|r| at < r) {
                     self.tlp_at = Some(at);
+                }
+            }
+        }
+        // A lost retransmission in SACK recovery. RACK (RFC 8985 §6.2)
+        // calls it lost once data sent after it is delivered, but with the
+        // pipe full nothing is sent after it, and a receiver that
+        // compresses SACKs (Linux's tcp_comp_sack) may report nothing more
+        // until our RTO (200 ms or more). So: once per hole, resend it
+        // after max(2·SRTT, 10 ms) without an ACK moving SND.UNA.
+        let probe_ok = self.sack_recovery()
+            && !self.rtx_pending
+            && self.rxt_probed != Some(self.snd_una)
+            && self.rtt.backoff_count() == 0
+            && self.rtx_log.iter().any(|e| e.0 == self.snd_una);
+        if !probe_ok {
+            self.rxt_probe_at = None;
+        } else if self.rxt_probe_at.is_none() {
+            if let Some(srtt) = self.rtt.srtt() {
+                let at = now + (srtt * 2).max(TLP_MIN);
+                if self.rtx_at.is_none_or(|r| at < r) {
+                    self.rxt_probe_at = Some(at);
                 }
             }
         }
@@ -1749,6 +1797,7 @@ impl Tcb {
             self.rtx_at,
             self.tlp_at,
             self.reo_at,
+            self.rxt_probe_at,
             self.persist_at,
             self.delack_at,
             self.timewait_at,

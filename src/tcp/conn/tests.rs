@@ -1763,6 +1763,22 @@ fn rfc8985_lost_retransmission_of_first_hole_is_sent_again() {
 }
 
 #[test]
+fn rfc8985_unanswered_retransmission_with_nothing_sent_after_it_is_resent_at_two_srtt() {
+    // All data is out, so nothing can follow the retransmission and RACK
+    // has no later delivery to judge it by; the peer says nothing more.
+    let (mut tcb, now, _) = sack_sent(10_000);
+    tcb.process(now, &peer_sack(0, &[(1000, 4000)]));
+    assert_eq!(seqs(&recv_all(&mut tcb, now)), vec![0]);
+    // SRTT 10 ms: resent at 2·SRTT after the retransmission, not at the RTO.
+    recv_nothing(&mut tcb, now + ms(19));
+    assert_eq!(seqs(&recv_all(&mut tcb, now + ms(20))), vec![0]);
+    assert_eq!(tcb.stats().lost_retransmits, 1);
+    assert_eq!(tcb.stats().rto_expirations, 0);
+    // Once per hole: then the RTO as before.
+    recv_nothing(&mut tcb, now + ms(150));
+}
+
+#[test]
 fn rfc8985_tail_loss_probe_fires_at_two_srtt_before_the_rto() {
     let (mut tcb, now, _) = sack_sent(10_000);
     // SRTT 10 ms (the SYN): PTO = 20 ms, the RTO is 200 ms.
