@@ -252,8 +252,9 @@ fn event_loop<D: Device + AsRawFd>(
         // 1. Read a batch from the device, outside the lock. mio is
         //    edge-triggered: if the batch filled up, come back without sleeping.
         let mut device_drained = true;
+        // One clock read per batch, not per packet (the TUN ignores it).
+        let now = shared.clock.now();
         for i in 0..batch {
-            let now = shared.clock.now();
             match device.recv(now, &mut rx_buf) {
                 Ok(Some(n)) => {
                     let mut b = queue.take_buffer();
@@ -288,8 +289,8 @@ fn event_loop<D: Device + AsRawFd>(
             (deadline, g.stack.needs_poll())
         };
         // 3. Write the output, outside the lock.
+        let now = shared.clock.now();
         while let Some(pkt) = queue.tx.pop_front() {
-            let now = shared.clock.now();
             if let Err(e) = device.send(now, &pkt) {
                 log::warn!("device write failed: {e}");
             }
