@@ -486,6 +486,7 @@ impl Stack {
     }
 
     /// Emit one TCP segment from us to `dst`.
+    #[allow(clippy::too_many_arguments)]
     fn emit_tcp<D: Device + ?Sized>(
         ip: &mut Ipv4Layer,
         stats: &mut StackStats,
