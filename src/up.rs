@@ -123,13 +123,6 @@ pub fn bring_up(opts: &UpOptions) -> io::Result<Up> {
     }
     let mut config = StackConfig::new(opts.addr);
     config.mtu = opts.mtu;
-    // A larger send buffer than the library default (256 KiB) keeps the
-    // pipe to the local kernel full at large MTUs (the smoltcp baseline
-    // runs with 1 MiB). The receive buffer stays at 256 KiB: in the bench
-    // (MTU 65000, kernel -> stack) 512 KiB was no faster and 1 MiB slower,
-    // and 512 KiB raised memory per idle connection (10,000 held) from
-    // 10.5 KB to 46 KB; the send buffer's pages are untouched while idle.
-    config.tcp.send_buffer = 1024 * 1024;
     let net = match &opts.pcap {
         Some(path) => Net::start(PcapWriter::create(tun, path)?, config)?,
         None => Net::start(tun, config)?,
