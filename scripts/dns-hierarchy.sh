@@ -118,6 +118,9 @@ server:
     verbosity: 1
     hide-version: yes
     reuseport: no
+    # No response rate limiting: benchmarks and tests ask the same
+    # questions of one server hundreds of times a second from one address.
+    rrl-ratelimit: 0
 remote-control:
     control-enable: no
 CONF

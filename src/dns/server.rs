@@ -3,8 +3,10 @@
 //! [`respond`] is the sans-IO core: one request in, one response out (or
 //! nothing), given a function that resolves a question. [`serve`] runs it on
 //! UDP and TCP port 53 of a running [`Net`] with our [`SharedResolver`]:
-//! each UDP question (up to [`MAX_UDP_WORKERS`] at once) and each TCP
-//! connection gets its own thread and [`StackTransport`], sharing the cache.
+//! cached answers are sent from the UDP receive thread; each UDP question
+//! that needs the network goes to a pool of resolver threads (up to
+//! [`MAX_UDP_WORKERS`]) and each TCP connection gets its own thread, each
+//! resolution with its own [`StackTransport`], sharing the cache.
 //!
 //! Rules: RA is set on every response; a request with RD=0 is answered from
 //! the cache alone, never upstream (Unbound's `allow_snoop`: the cached
@@ -27,7 +29,9 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// UDP questions resolved at once; more wait in the socket's queue.
+/// UDP questions resolved at once (resolver threads); when all are busy
+/// the receive thread resolves the next one itself and the rest wait in the
+/// socket's queue.
 pub const MAX_UDP_WORKERS: usize = 64;
 
 /// Questions taken from the UDP socket's queue per wake-up before their
@@ -114,6 +118,87 @@ fn min_ttl(a: &Answer) -> Option<u32> {
         .chain(&a.additional)
         .map(|r| r.ttl())
         .min()
+}
+
+/// Resolver threads started with the server, so the first question that
+/// needs the network does not wait for a thread to be created.
+pub const PRESTARTED_WORKERS: usize = 2;
+
+/// Questions that need the network, handed by the UDP receive thread to a
+/// pool of resolver threads (at most [`MAX_UDP_WORKERS`], started as
+/// needed and kept until the server stops): a miss costs a condition
+/// variable wake-up, not a thread start (about 100 µs on a busy machine, as
+/// much as the resolution itself).
+#[derive(Default)]
+struct Misses {
+    queue: std::sync::Mutex<MissQueue>,
+    ready: std::sync::Condvar,
+    /// Threads started (counted by whoever starts one).
+    started: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct MissQueue {
+    jobs: std::collections::VecDeque<(Vec<u8>, SocketAddrV4)>,
+    /// Threads waiting for a job.
+    idle: usize,
+}
+
+/// What the receive thread does with a miss.
+enum Offer {
+    /// An idle thread will take it.
+    Queued,
+    /// Queued; start one more thread for it.
+    Spawn,
+    /// Every thread is busy: answer it on the receive thread (backpressure,
+    /// as the socket's queue then fills).
+    Inline(Vec<u8>, SocketAddrV4),
+}
+
+impl Misses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MissQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn offer(&self, req: Vec<u8>, from: SocketAddrV4) -> Offer {
+        let mut q = self.lock();
+        if q.idle > q.jobs.len() {
+            q.jobs.push_back((req, from));
+            drop(q);
+            self.ready.notify_one();
+            return Offer::Queued;
+        }
+        if self.started.load(Ordering::Acquire) < MAX_UDP_WORKERS {
+            self.started.fetch_add(1, Ordering::AcqRel);
+            q.jobs.push_back((req, from));
+            return Offer::Spawn;
+        }
+        Offer::Inline(req, from)
+    }
+
+    /// A resolver thread: answer queued misses until `stop`.
+    fn work(&self, stop: &AtomicBool, answer: impl Fn(Vec<u8>, SocketAddrV4)) {
+        loop {
+            let mut q = self.lock();
+            let job = loop {
+                if let Some(j) = q.jobs.pop_front() {
+                    break j;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                q.idle += 1;
+                q = self
+                    .ready
+                    .wait_timeout(q, std::time::Duration::from_millis(200))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                q.idle -= 1;
+            };
+            drop(q);
+            answer(job.0, job.1);
+        }
+    }
 }
 
 /// Counters of a running server.
@@ -253,9 +338,9 @@ pub fn serve(
         }
         a
     };
-    let busy = std::sync::atomic::AtomicUsize::new(0);
+    let misses = Misses::default();
     let udp = &udp;
-    let busy = &busy;
+    let misses = &misses;
     let tick = Duration::from_millis(200);
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -275,6 +360,12 @@ pub fn serve(
                 }
             };
             let answer = move |req: Vec<u8>, from| send(respond(&req, true, resolve), from);
+            // Resolver threads ready before the first miss (more are started
+            // as misses overlap, up to MAX_UDP_WORKERS).
+            for _ in 0..PRESTARTED_WORKERS {
+                misses.started.fetch_add(1, Ordering::AcqRel);
+                s.spawn(move || misses.work(stop, answer));
+            }
             // The answers to one burst of queued questions, handed to the
             // stack under one lock with one wake of its thread.
             let mut outbox: Vec<(Vec<u8>, SocketAddrV4)> = Vec::new();
@@ -338,14 +429,12 @@ pub fn serve(
                             queue(fast);
                         } else {
                             let req = buf[..n].to_vec();
-                            if busy.fetch_add(1, Ordering::AcqRel) < MAX_UDP_WORKERS {
-                                s.spawn(move || {
-                                    answer(req, from);
-                                    busy.fetch_sub(1, Ordering::AcqRel);
-                                });
-                            } else {
-                                answer(req, from);
-                                busy.fetch_sub(1, Ordering::AcqRel);
+                            match misses.offer(req, from) {
+                                Offer::Queued => {}
+                                Offer::Spawn => {
+                                    s.spawn(move || misses.work(stop, answer));
+                                }
+                                Offer::Inline(req, from) => answer(req, from),
                             }
                         }
                     }

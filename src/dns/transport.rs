@@ -26,6 +26,9 @@ pub struct StackTransport<'a> {
     pub tcp_sent: u64,
     /// The source port of the last UDP query (for tests and `dig`).
     pub last_src_port: u16,
+    /// Receive buffer, reused for every datagram (a fresh 64 KiB per
+    /// answer cost a zeroed allocation each time).
+    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for StackTransport<'_> {
@@ -56,6 +59,7 @@ impl<'a> StackTransport<'a> {
             udp_sent: 0,
             tcp_sent: 0,
             last_src_port: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -87,9 +91,13 @@ impl Transport for StackTransport<'_> {
             return Ok(None);
         };
         sock.set_read_timeout(Some(timeout.max(Duration::from_micros(1))))?;
-        let mut buf = vec![0u8; 65535];
-        let r = sock.recv_from(&mut buf);
-        datagram_or_timeout(r, buf)
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 65535];
+        }
+        match sock.recv_from(&mut self.buf) {
+            Ok((n, from)) => Ok(Some((from.into(), self.buf[..n].to_vec()))),
+            r => datagram_or_timeout(r, Vec::new()),
+        }
     }
 
     fn tcp_query(
