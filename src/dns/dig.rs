@@ -587,6 +587,8 @@ pub fn run<T: Transport>(
     }
     let config = super::resolver::ResolverConfig {
         trace: opts.trace,
+        // +trace shows the root NS set of the hints, then each step from there.
+        prime_root: !opts.trace,
         port: opts.port,
         ..Default::default()
     };

@@ -80,6 +80,11 @@ pub struct ResolverConfig {
     pub ipv6: bool,
     /// Keep every response of a resolution (for `dig +trace`).
     pub trace: bool,
+    /// RFC 8109 priming: when no root NS set is cached, ask a root server
+    /// from the hints for it (`. NS`, its addresses from the additional
+    /// section) before the first query that would start from the root, and
+    /// then use the cached set. Off, the hints are used as they are.
+    pub prime_root: bool,
 }
 
 impl Default for ResolverConfig {
@@ -101,6 +106,7 @@ impl Default for ResolverConfig {
             max_ns_lookups: 4,
             ipv6: false,
             trace: false,
+            prime_root: true,
         }
     }
 }
@@ -131,6 +137,10 @@ pub struct ResolverStats {
     pub limit_exceeded: u64,
     /// RD=0 questions not in the cache, answered with a referral from it.
     pub cache_only_referrals: u64,
+    /// Priming queries for the root NS set (RFC 8109), and how many failed
+    /// (the hints were used instead).
+    pub primings: u64,
+    pub priming_failures: u64,
 }
 
 /// What outlives one resolution.
@@ -239,6 +249,8 @@ struct Zone {
     ns_lookups: usize,
     /// Ask this server again over TCP (its UDP answer was truncated).
     tcp_next: Option<IpAddr>,
+    /// The root from the hints, not from a cached NS set.
+    from_hints: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +269,8 @@ struct Frame {
     /// For a sub-resolution: which NS of the parent's zone it resolves.
     for_ns: Option<usize>,
     used_network: bool,
+    /// The RFC 8109 priming query (`. NS`) of this resolution.
+    priming: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -326,6 +340,10 @@ pub struct Resolution {
     cache_only: bool,
     /// A cache-only resolution found no answer and referred instead.
     referred: bool,
+    /// The root NS set was primed (or priming tried) in this resolution.
+    primed: bool,
+    /// Priming was tried and the root still comes from the hints.
+    priming_failed: bool,
     pub trace: Vec<TraceStep>,
 }
 
@@ -385,6 +403,8 @@ impl Resolution {
             referrals: 0,
             cache_only: false,
             referred: false,
+            primed: false,
+            priming_failed: false,
             trace: Vec::new(),
         }
     }
@@ -564,6 +584,10 @@ impl Resolution {
         let Some(f) = self.frames.pop() else {
             return;
         };
+        if f.priming {
+            // The parent goes on from the cache (primed) or else the hints.
+            return;
+        }
         let mut answers = f.chain;
         answers.append(&mut answer.answers);
         answer.answers = answers;
@@ -662,6 +686,22 @@ impl Resolution {
                     }
                 }
                 let zone = closest_zone(ctx, &f.qname, now);
+                if zone.from_hints && ctx.config.prime_root && !self.cache_only && !f.priming {
+                    if !self.primed {
+                        // RFC 8109: learn the root NS set first.
+                        self.primed = true;
+                        ctx.stats.primings += 1;
+                        let mut p = Frame::new(Name::root(), RecordType::NS, f.depth + 1, None);
+                        p.qmin_labels = None;
+                        p.priming = true;
+                        self.frames.push(p);
+                        continue;
+                    }
+                    if !self.priming_failed {
+                        self.priming_failed = true;
+                        ctx.stats.priming_failures += 1;
+                    }
+                }
                 f.qmin_labels = if ctx.config.qname_minimisation && f.qmin_labels.is_some() {
                     Some(zone.name.num_labels() as usize)
                 } else {
@@ -958,6 +998,17 @@ impl Resolution {
                 .cloned()
                 .collect();
             if !data.is_empty() {
+                if f.priming {
+                    // RFC 8109 §3: the root servers' addresses come in the
+                    // additional section of the priming answer.
+                    let names: Vec<Name> = data.iter().filter_map(rdata_name).map(lower).collect();
+                    let glue: Vec<Record> = additional
+                        .iter()
+                        .filter(|r| names.contains(&lower(r.name())))
+                        .cloned()
+                        .collect();
+                    ctx.cache.insert_records(&glue, Rank::Glue, now);
+                }
                 f.qname = target;
                 self.pop_frame(Answer {
                     rcode: ResponseCode::NoError,
@@ -1105,6 +1156,7 @@ impl Resolution {
             tried: HashSet::new(),
             ns_lookups: 0,
             tcp_next: None,
+            from_hints: false,
         });
     }
 }
@@ -1122,6 +1174,7 @@ impl Frame {
             depth,
             for_ns,
             used_network: false,
+            priming: false,
         }
     }
 }
@@ -1176,7 +1229,7 @@ fn cached_addrs(ctx: &mut Context, name: &Name, now: Instant) -> Vec<IpAddr> {
 /// else the root from the hints.
 fn closest_zone(ctx: &mut Context, qname: &Name, now: Instant) -> Zone {
     let labels = qname.num_labels() as usize;
-    for n in (1..=labels).rev() {
+    for n in (0..=labels).rev() {
         let zname = qname.trim_to(n);
         let Lookup::Hit(ns) = ctx.cache.peek(&zname, RecordType::NS, DNSClass::IN, now) else {
             continue;
@@ -1208,6 +1261,7 @@ fn closest_zone(ctx: &mut Context, qname: &Name, now: Instant) -> Zone {
                 tried: HashSet::new(),
                 ns_lookups: 0,
                 tcp_next: None,
+                from_hints: false,
             };
         }
     }
@@ -1226,6 +1280,7 @@ fn closest_zone(ctx: &mut Context, qname: &Name, now: Instant) -> Zone {
         tried: HashSet::new(),
         ns_lookups: 0,
         tcp_next: None,
+        from_hints: true,
     }
 }
 
@@ -1305,6 +1360,8 @@ mod tests {
                     Name::root(),
                     vec![
                         soa("."),
+                        ns(".", "root-ns."),
+                        a("root-ns.", [127, 0, 0, 2]),
                         ns("test.", "ns1.nic.test."),
                         a("ns1.nic.test.", [127, 0, 0, 3]),
                         ns("example.", "ns1.nic.example."),
@@ -1445,6 +1502,15 @@ mod tests {
                 .cloned()
                 .collect();
             if !exact.is_empty() || !cn.is_empty() {
+                // The addresses of an NS set's names (a priming answer's).
+                for t in exact.iter().filter_map(rdata_name) {
+                    for g in recs
+                        .iter()
+                        .filter(|x| x.record_type() == RecordType::A && x.name() == t)
+                    {
+                        r.add_additional(g.clone());
+                    }
+                }
                 r.add_answers(if exact.is_empty() { cn } else { exact });
                 for x in self.extra_answer.get(&server).into_iter().flatten() {
                     r.add_answer(x.clone());
@@ -1468,7 +1534,14 @@ mod tests {
         }
     }
 
-    fn ctx(config: ResolverConfig) -> Context {
+    /// A context without RFC 8109 priming (the tests of other rules count
+    /// the queries of one resolution); [`ctx_primed`] primes.
+    fn ctx(mut config: ResolverConfig) -> Context {
+        config.prime_root = false;
+        ctx_primed(config)
+    }
+
+    fn ctx_primed(config: ResolverConfig) -> Context {
         Context::new(
             RootHints::parse(". NS root-ns.\nroot-ns. A 127.0.0.2\n").unwrap(),
             config,
@@ -1528,6 +1601,64 @@ mod tests {
 
     fn addrs(ans: &Answer) -> Vec<String> {
         ans.answers.iter().map(|r| r.data().to_string()).collect()
+    }
+
+    #[test]
+    fn root_ns_set_is_primed_from_the_hints_then_used_from_the_cache_rfc8109() {
+        let mut c = ctx_primed(ResolverConfig::default());
+        let fake = Fake::hierarchy();
+        let (ans, log) = run(
+            &mut c,
+            &fake,
+            "www.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
+        // First `. NS` of a root server from the hints, then the usual walk.
+        assert_eq!(log[0].0, ip(2));
+        assert!(log[0].1.is_root());
+        assert_eq!(log[0].2, RecordType::NS);
+        let walk: Vec<IpAddr> = log[1..].iter().map(|l| l.0).collect();
+        assert_eq!(walk, vec![ip(2), ip(3), ip(5)]);
+        assert_eq!((c.stats.primings, c.stats.priming_failures), (1, 0));
+        let now = Instant::from_secs(1000);
+        assert!(matches!(
+            c.cache
+                .peek(&Name::root(), RecordType::NS, DNSClass::IN, now),
+            Lookup::Hit(_)
+        ));
+        assert!(
+            matches!(c.cache.peek(&n("root-ns."), RecordType::A, DNSClass::IN, now), Lookup::Hit(rs) if rs.len() == 1),
+            "the root server's address from the priming answer's additional section"
+        );
+        // The next resolution starts from the cached root NS set: no priming.
+        let (ans, log) = run(&mut c, &fake, "www.two.test.", RecordType::A, &mut no_spoof);
+        assert_eq!(addrs(&ans), vec!["192.0.2.22"]);
+        assert!(log.iter().all(|l| l.2 != RecordType::NS));
+        assert_eq!(c.stats.primings, 1);
+    }
+
+    #[test]
+    fn failed_priming_falls_back_to_the_hints() {
+        let mut c = ctx_primed(ResolverConfig::default());
+        let mut fake = Fake::hierarchy();
+        // A root server whose zone has no NS set at its apex: NODATA.
+        let root = fake.zones.get_mut(&ip(2)).unwrap();
+        root[0]
+            .1
+            .retain(|r| !(r.record_type() == RecordType::NS && r.name().is_root()));
+        let (ans, log) = run(
+            &mut c,
+            &fake,
+            "www.alpha.test.",
+            RecordType::A,
+            &mut no_spoof,
+        );
+        assert_eq!(addrs(&ans), vec!["192.0.2.1"]);
+        assert_eq!(log[0].2, RecordType::NS);
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert_eq!((c.stats.primings, c.stats.priming_failures), (1, 1));
     }
 
     #[test]
