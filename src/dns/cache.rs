@@ -111,6 +111,9 @@ pub struct Cache {
     stats: CacheStats,
     /// Bumped on every change to the stored entries (see [`Cache::generation`]).
     generation: u64,
+    /// The earliest instant at which a TTL returned since the last
+    /// [`Cache::take_ttl_tick`] drops by a second (see there).
+    ttl_tick: Option<Instant>,
 }
 
 /// The negative-caching TTL an SOA gives (RFC 2308 §5): the lesser of the
@@ -131,6 +134,7 @@ impl Cache {
             clock: 0,
             stats: CacheStats::default(),
             generation: 0,
+            ttl_tick: None,
         }
     }
 
@@ -151,6 +155,21 @@ impl Cache {
     /// while this is unchanged. The DNS server's wire-answer memo relies on it.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The earliest instant at which any TTL that [`Cache::peek`] or
+    /// [`Cache::lookup`] returned since the last call would read one second
+    /// less (TTLs are whole seconds rounded up, so a TTL read at `now` holds
+    /// until the entry has one second less than it said left); `None` when
+    /// nothing was returned. An answer built from those reads can be reused
+    /// verbatim until then without over-stating any TTL.
+    pub fn take_ttl_tick(&mut self) -> Option<Instant> {
+        self.ttl_tick.take()
+    }
+
+    fn note_ttl(&mut self, expires: Instant, left: u32) {
+        let tick = expires - Duration::from_secs(u64::from(left.saturating_sub(1)));
+        self.ttl_tick = Some(self.ttl_tick.map_or(tick, |t| t.min(tick)));
     }
 
     pub fn clear(&mut self) {
@@ -339,7 +358,9 @@ impl Cache {
         if let Some(e) = self.get_live(&nx, now) {
             if let Data::Negative(soa) = &e.data {
                 let left = ttl_left(e.expires, now);
-                return Lookup::NxDomain(with_ttl(soa, left));
+                let (r, expires) = (with_ttl(soa, left), e.expires);
+                self.note_ttl(expires, left);
+                return Lookup::NxDomain(r);
             }
         }
         let key = Key {
@@ -347,18 +368,21 @@ impl Cache {
             kind: Kind::Type(rtype),
             class,
         };
-        match self.get_live(&key, now) {
-            None => Lookup::Miss,
+        let (found, expires, left) = match self.get_live(&key, now) {
+            None => return Lookup::Miss,
             Some(e) => {
                 let left = ttl_left(e.expires, now);
-                match &e.data {
+                let found = match &e.data {
                     Data::Records(rs) => {
                         Lookup::Hit(rs.iter().map(|r| with_ttl(r, left)).collect())
                     }
                     Data::Negative(soa) => Lookup::NoData(with_ttl(soa, left)),
-                }
+                };
+                (found, e.expires, left)
             }
-        }
+        };
+        self.note_ttl(expires, left);
+        found
     }
 
     /// The rank of a live positive entry, if any (for tests and the resolver).
@@ -454,6 +478,57 @@ mod tests {
         match l {
             Lookup::Hit(rs) => rs.iter().map(|r| r.ttl()).collect(),
             other => panic!("expected a hit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ttl_read_holds_until_its_tick_and_not_a_microsecond_longer() {
+        // Two RRsets stored at different sub-second offsets, read at
+        // assorted instants: every TTL read before the tick equals the
+        // first read, and at the tick one of them is a second lower.
+        for (off_a, off_b, read) in [
+            (0, 0, 0),
+            (250_000, 700_000, 900_000),
+            (999_999, 1, 500_000),
+            (400_000, 400_000, 1_399_999),
+        ] {
+            let mut c = cache();
+            let base = 100_000_000u64;
+            c.insert_records(
+                &[a("a.example.", 300, [1, 2, 3, 4])],
+                Rank::Answer,
+                Instant::from_micros(base + off_a),
+            );
+            c.insert_records(
+                &[a("b.example.", 60, [1, 2, 3, 5])],
+                Rank::Answer,
+                Instant::from_micros(base + off_b),
+            );
+            let at = Instant::from_micros(base + read);
+            let mut ttls = |c: &mut Cache, now| {
+                let x = hit_ttls(c.peek(&n("a.example."), RecordType::A, DNSClass::IN, now));
+                let y = hit_ttls(c.peek(&n("b.example."), RecordType::A, DNSClass::IN, now));
+                (x[0], y[0])
+            };
+            assert!(c.take_ttl_tick().is_none(), "no reads yet");
+            let first = ttls(&mut c, at);
+            let tick = c.take_ttl_tick().expect("reads were made");
+            assert!(tick > at && tick <= at + Duration::from_secs(1));
+            let mut probe = at;
+            while probe < tick {
+                assert_eq!(
+                    ttls(&mut c, probe),
+                    first,
+                    "offsets {off_a} {off_b} read {read}"
+                );
+                probe += Duration::from_micros(50_000);
+            }
+            assert_eq!(ttls(&mut c, tick - Duration::from_micros(1)), first);
+            let after = ttls(&mut c, tick);
+            assert!(
+                after.0 < first.0 || after.1 < first.1,
+                "{first:?} -> {after:?}"
+            );
         }
     }
 

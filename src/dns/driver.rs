@@ -290,6 +290,11 @@ impl SharedResolver {
         self.ctx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The resolver's clock (what its cache's TTLs count in).
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// Resolve `name`/`rtype` over `t`, blocking this thread only.
     pub fn resolve<T: Transport>(&self, t: &mut T, name: &Name, rtype: RecordType) -> Answer {
         let now = self.clock.now();
@@ -361,16 +366,31 @@ impl SharedResolver {
     }
 
     pub fn try_cached(&self, name: &Name, rtype: RecordType) -> Option<Answer> {
+        self.try_cached_until(name, rtype).map(|(a, _)| a)
+    }
+
+    /// [`SharedResolver::try_cached`], with the instant until which every
+    /// TTL in the answer is still what the cache would say (see
+    /// [`Cache::take_ttl_tick`](super::cache::Cache::take_ttl_tick); `None`:
+    /// the answer has no records): the server reuses its wire form until then.
+    pub fn try_cached_until(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Option<(Answer, Option<std::time::Instant>)> {
         let now = self.clock.now();
         let mut ctx = self.lock();
+        ctx.cache.take_ttl_tick();
         let mut res = Resolution::cache_only(name, rtype, &mut ctx, now);
         let _ = res.poll_transmit(&mut ctx, now);
+        let tick = ctx.cache.take_ttl_tick();
         if res.referred() {
             // Not an answer: undo the referral's count, the caller resolves.
             ctx.stats.cache_only_referrals -= 1;
             return None;
         }
-        res.into_result()
+        let until = tick.map(|t| self.clock.to_std(t));
+        res.into_result().map(|a| (a, until))
     }
 
     fn send<T: Transport>(&self, t: &mut T, res: &mut Resolution, q: Query) {

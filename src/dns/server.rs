@@ -49,9 +49,11 @@ pub const MEMO_ENTRIES: usize = 4096;
 /// question is answered by copying the stored bytes and patching in the new
 /// ID, skipping the parse, the cache walk and the serialisation. An entry is
 /// used only while the cache's generation is unchanged (nothing stored,
-/// removed or cleared since) and for at most one second and never past the
-/// smallest TTL in the answer, so TTLs are at most one second stale, as with
-/// any second-granular cache, and nothing is served after it expires.
+/// removed or cleared since), for at most one second, and never past the
+/// instant at which any TTL in it would read one second less from the cache
+/// ([`SharedResolver::try_cached_until`]): a reused answer carries exactly
+/// the TTLs a fresh one would, never more, and nothing is served after it
+/// expires.
 #[derive(Default)]
 pub struct AnswerMemo {
     map: std::collections::HashMap<Vec<u8>, MemoEntry>,
@@ -79,22 +81,22 @@ impl AnswerMemo {
         Some(out)
     }
 
-    /// Remember `wire`, the answer to `req`, built from a cache at
-    /// `generation`; `min_ttl` is the smallest TTL of its records (`None`:
-    /// no records, not memoised).
+    /// Remember `wire`, the answer to `req`, built at `now` from a cache at
+    /// `generation`, whose TTLs hold until `ttls_until` (`None`: no
+    /// records, not memoised).
     pub fn put(
         &mut self,
         req: &[u8],
         wire: &[u8],
-        min_ttl: Option<u32>,
+        ttls_until: Option<std::time::Instant>,
         generation: u64,
         now: std::time::Instant,
     ) {
-        let life = match min_ttl {
-            Some(t) if t > 0 => std::time::Duration::from_secs(u64::from(t.min(1))),
-            _ => return,
+        let Some(until) = ttls_until else {
+            return;
         };
-        if req.len() < 12 || wire.len() < 12 {
+        let until = until.min(now + std::time::Duration::from_secs(1));
+        if until <= now || req.len() < 12 || wire.len() < 12 {
             return;
         }
         if self.map.len() >= MEMO_ENTRIES {
@@ -104,20 +106,11 @@ impl AnswerMemo {
             req[2..].to_vec(),
             MemoEntry {
                 wire: wire.to_vec(),
-                until: now + life,
+                until,
                 generation,
             },
         );
     }
-}
-
-fn min_ttl(a: &Answer) -> Option<u32> {
-    a.answers
-        .iter()
-        .chain(&a.authority)
-        .chain(&a.additional)
-        .map(|r| r.ttl())
-        .min()
 }
 
 /// Resolver threads started with the server, so the first question that
@@ -405,15 +398,15 @@ pub fn serve(
                         // this thread; only a question that needs the
                         // network gets a worker thread.
                         let mut missed = false;
-                        let mut memo_ttl = None;
+                        let mut memo_until = None;
                         let fast = respond(&buf[..n], true, |name, rtype, rd| {
                             if !rd {
                                 return resolve(name, rtype, rd);
                             }
-                            match resolver.try_cached(name, rtype) {
-                                Some(a) => {
+                            match resolver.try_cached_until(name, rtype) {
+                                Some((a, until)) => {
                                     stats.cache_answers.fetch_add(1, Ordering::Relaxed);
-                                    memo_ttl = min_ttl(&a);
+                                    memo_until = until;
                                     a
                                 }
                                 None => {
@@ -424,7 +417,7 @@ pub fn serve(
                         });
                         if !missed {
                             if let Some(out) = &fast {
-                                memo.put(&buf[..n], out, memo_ttl, generation, now);
+                                memo.put(&buf[..n], out, memo_until, generation, now);
                             }
                             queue(fast);
                         } else {
@@ -764,7 +757,13 @@ mod tests {
         let req = query("www.alpha.test.", RecordType::A, None);
         let wire = respond(&req, true, one_a).unwrap();
         let mut memo = AnswerMemo::default();
-        memo.put(&req, &wire, Some(300), 7, now);
+        memo.put(
+            &req,
+            &wire,
+            Some(now + std::time::Duration::from_secs(300)),
+            7,
+            now,
+        );
         let mut again = req.clone();
         again[..2].copy_from_slice(&[0xab, 0xcd]);
         let out = memo.get(&again, 7, now).expect("memoised");
@@ -780,13 +779,90 @@ mod tests {
         let req = query("www.alpha.test.", RecordType::A, None);
         let wire = respond(&req, true, one_a).unwrap();
         let mut memo = AnswerMemo::default();
-        memo.put(&req, &wire, Some(300), 1, now);
+        memo.put(&req, &wire, Some(now + 300 * sec), 1, now);
         assert!(memo.get(&req, 1, now + sec / 2).is_some());
         assert!(memo.get(&req, 1, now + sec).is_none());
-        memo.put(&req, &wire, Some(0), 1, now);
-        assert!(memo.get(&req, 1, now).is_none(), "TTL 0 is not memoised");
+        let tick = now + sec / 4;
+        memo.put(&req, &wire, Some(tick), 1, now);
+        let us = std::time::Duration::from_micros(1);
+        assert!(memo.get(&req, 1, tick - us).is_some());
+        assert!(
+            memo.get(&req, 1, tick).is_none(),
+            "a TTL in it reads one less from here"
+        );
+        memo.put(&req, &wire, Some(now), 1, now);
+        assert!(
+            memo.get(&req, 1, now).is_none(),
+            "already stale: not memoised"
+        );
         memo.put(&req, &wire, None, 1, now);
         assert!(memo.get(&req, 1, now).is_none(), "no records, no memo");
+    }
+
+    /// The receive thread's cached path (memo, else the cache) for 1.1 s of
+    /// real time, across at least one TTL tick: a reused answer's TTL is
+    /// never above the cache's just before and never below it just after.
+    #[test]
+    fn memoised_answer_never_overstates_a_ttl() {
+        use crate::dns::cache::Rank;
+        use crate::dns::hints::RootHints;
+        use crate::dns::resolver::ResolverConfig;
+        let hints =
+            RootHints::parse(". 3600000 NS root-ns.\nroot-ns. 3600000 A 192.0.2.53\n").unwrap();
+        let shared = SharedResolver::new(hints, ResolverConfig::default(), crate::rng::Rng::new(1));
+        shared.ctx.lock().unwrap().cache.insert_records(
+            &one_a(&n("x."), RecordType::A, true).answers,
+            Rank::Answer,
+            shared.now(),
+        );
+        // Out of phase with the record's whole seconds: the first memo entry
+        // is made 0.3 s after it was stored, so its TTL ticks 0.7 s later.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let name = n("www.alpha.test.");
+        let fresh_ttl = || shared.try_cached(&name, RecordType::A).unwrap().answers[0].ttl();
+        let ttl_of = |wire: &[u8]| Message::from_vec(wire).unwrap().answers()[0].ttl();
+        let req = query("www.alpha.test.", RecordType::A, None);
+        let mut memo = AnswerMemo::default();
+        let (mut reused, mut ticks, mut last) = (0, 0, fresh_ttl());
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(1100) {
+            let before = fresh_ttl();
+            let now = std::time::Instant::now();
+            let generation = shared.cache_generation();
+            let served = match memo.get(&req, generation, now) {
+                Some(w) => {
+                    reused += 1;
+                    ttl_of(&w)
+                }
+                None => {
+                    let mut until = None;
+                    let w = respond(&req, true, |nm, t, _| {
+                        let (a, u) = shared.try_cached_until(nm, t).unwrap();
+                        until = u;
+                        a
+                    })
+                    .unwrap();
+                    memo.put(&req, &w, until, generation, now);
+                    ttl_of(&w)
+                }
+            };
+            let after = fresh_ttl();
+            assert!(
+                served <= before,
+                "served TTL {served} over the cache's {before}"
+            );
+            assert!(
+                served >= after,
+                "served TTL {served} under the cache's {after}"
+            );
+            if after < last {
+                ticks += 1;
+            }
+            last = after;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(ticks >= 1, "the loop crossed a TTL tick");
+        assert!(reused > 100, "the memo was used ({reused} times)");
     }
 
     #[test]
@@ -795,7 +871,13 @@ mod tests {
         let req = query("www.alpha.test.", RecordType::A, None);
         let wire = respond(&req, true, one_a).unwrap();
         let mut memo = AnswerMemo::default();
-        memo.put(&req, &wire, Some(300), 1, now);
+        memo.put(
+            &req,
+            &wire,
+            Some(now + std::time::Duration::from_secs(300)),
+            1,
+            now,
+        );
         let upper = query("WWW.alpha.test.", RecordType::A, None);
         assert!(memo.get(&upper, 1, now).is_none(), "other 0x20 case");
         let mut no_rd = req.clone();
