@@ -505,7 +505,7 @@ mod tests {
                 Instant::from_micros(base + off_b),
             );
             let at = Instant::from_micros(base + read);
-            let mut ttls = |c: &mut Cache, now| {
+            let ttls = |c: &mut Cache, now| {
                 let x = hit_ttls(c.peek(&n("a.example."), RecordType::A, DNSClass::IN, now));
                 let y = hit_ttls(c.peek(&n("b.example."), RecordType::A, DNSClass::IN, now));
                 (x[0], y[0])
