@@ -1,7 +1,5 @@
 //! Run only the DNS section of `tunstack bench` (needs root, dnsperf, NSD
 //! and Unbound): `cargo run --release --example dns_bench [-- full]`.
-//! With `TUNSTACK_DNS_BENCH_PAUSE=SECS` the cached run against ours is
-//! preceded by a pause, so `perf record -p PID` can be attached.
 use tunstack::bench::dns::{run, DnsParams};
 
 fn main() {
