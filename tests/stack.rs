@@ -334,3 +334,133 @@ fn rfc4987_deferred_cookie_client_that_sends_nothing_is_completed_on_accept() {
         .iter()
         .any(|&(_, _, rst, seq)| !rst && seq == cookie.wrapping_add(1)));
 }
+
+/// (destination port, rst, seq, ack number) of each TCP segment the stack sent.
+fn sent_to_ports(dev: &mut QueueDevice) -> Vec<(u16, bool, u32, u32)> {
+    dev.tx
+        .drain(..)
+        .filter_map(|p| match SlicedPacket::from_ip(&p).ok()?.transport? {
+            TransportSlice::Tcp(t) => Some((
+                t.destination_port(),
+                t.rst(),
+                t.sequence_number(),
+                t.acknowledgment_number(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rst_segment(sport: u16, seq: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(PEER, STACK, 64)
+        .tcp(sport, 80, seq, 64240)
+        .rst()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+/// RFC 5961 §7 / CVE-2016-5696: the challenge-ACK limit is per connection.
+/// With one stack-wide budget (Linux before 4.7: 100/s), an off-path
+/// attacker exhausts it with RSTs on its own connection and learns, from
+/// whether its own challenge ACKs still arrive, whether a guessed 4-tuple
+/// (someone else's connection) drew challenge ACKs in the same second.
+/// Here B is exhausted first and A still gets its full budget; then 20
+/// connections each take 50 in-window RSTs and SYNs in one second and each
+/// is answered exactly its own limit (10), 200 in all, far above any one
+/// budget; no connection is torn down; and each budget refills a second on.
+#[test]
+fn rfc5961_challenge_ack_limit_is_per_connection_not_stack_wide() {
+    const CONNS: u16 = 20;
+    const LIMIT: usize = 10;
+    let mut cfg = StackConfig::new(Ipv4Addr::from(STACK));
+    cfg.syn_cookies = false;
+    assert_eq!(cfg.tcp.challenge_ack_limit as usize, LIMIT, "the default");
+    let mut s = Stack::new(cfg, Rng::new(9));
+    let mut dev = QueueDevice::new(1500);
+    let l = s.tcp_listen(80, 64).unwrap();
+    let mut now = Instant::from_secs(10);
+    let port = |i: u16| 6000 + i;
+    let isn = |i: u16| 1000 * u32::from(i + 1);
+    for i in 0..CONNS {
+        dev.rx.push_back(segment(port(i), isn(i), None, true));
+    }
+    s.poll(now, &mut dev);
+    let synacks = sent_to_ports(&mut dev);
+    assert_eq!(synacks.len(), CONNS as usize);
+    for &(p, _, iss, _) in &synacks {
+        let i = p - 6000;
+        dev.rx
+            .push_back(segment(p, isn(i) + 1, Some(iss.wrapping_add(1)), false));
+    }
+    s.poll(now, &mut dev);
+    let conns: Vec<_> = (0..CONNS).map(|_| s.tcp_accept(l).unwrap()).collect();
+    assert!(conns
+        .iter()
+        .all(|&c| s.tcp_state(c) == Some(State::Established)));
+    sent_to_ports(&mut dev);
+    // An in-window RST that is not exactly RCV.NXT, or a SYN: each draws a
+    // challenge ACK while the connection's budget lasts (and never a reset).
+    let attack = |i: u16, k: u32| {
+        if k % 2 == 0 {
+            rst_segment(port(i), isn(i) + 1 + 10 + k)
+        } else {
+            segment(port(i), isn(i) + 50 + k, None, true)
+        }
+    };
+    let challenge_acks = |out: &[(u16, bool, u32, u32)], i: u16| {
+        out.iter()
+            .filter(|&&(p, rst, _, ack)| p == port(i) && !rst && ack == isn(i) + 1)
+            .count()
+    };
+    // B (connection 1) exhausted: 50 attacks, 10 answers.
+    for k in 0..50 {
+        dev.rx.push_back(attack(1, k));
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    assert_eq!(challenge_acks(&out, 1), LIMIT, "B held to its own limit");
+    // A (connection 0), the attacker's own, in the same second: not suppressed.
+    for k in 0..LIMIT as u32 {
+        dev.rx.push_back(attack(0, k));
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    assert_eq!(challenge_acks(&out, 0), LIMIT, "A's budget is its own");
+    assert_eq!(challenge_acks(&out, 1), 0);
+    // Every connection, 50 attacks each, interleaved, in the same second.
+    now += tunstack::time::Duration::from_millis(10);
+    for k in 0..50 {
+        for i in 0..CONNS {
+            dev.rx.push_back(attack(i, 1000 + k));
+        }
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    for i in 0..CONNS {
+        let want = if i < 2 { 0 } else { LIMIT };
+        assert_eq!(challenge_acks(&out, i), want, "connection {i}");
+    }
+    let total: usize = (0..CONNS).map(|i| challenge_acks(&out, i)).sum();
+    assert_eq!(total, (CONNS as usize - 2) * LIMIT, "far above one budget");
+    assert!(out.iter().all(|&(_, rst, _, _)| !rst), "never a reset");
+    assert!(conns
+        .iter()
+        .all(|&c| s.tcp_state(c) == Some(State::Established)));
+    // A second later every budget is full again, A's and B's too.
+    now += tunstack::time::Duration::from_secs(1);
+    for k in 0..50 {
+        for i in 0..CONNS {
+            dev.rx.push_back(attack(i, 2000 + k));
+        }
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    assert!((0..CONNS).all(|i| challenge_acks(&out, i) == LIMIT));
+    let counted: u64 = conns
+        .iter()
+        .map(|&c| s.tcp_stats(c).unwrap().challenge_acks)
+        .sum();
+    assert_eq!(counted, (LIMIT * (2 + 18 + 20)) as u64);
+}
