@@ -636,7 +636,8 @@ impl<S: LogStore> Node<S> {
             FrameKind::Raft => match Message::parse_from_bytes(&f.body) {
                 Ok(m) if m.from == from && m.to == self.cfg.id => {
                     // What would make raft panic (and so fail this node) is refused here.
-                    if let Err(why) = guard::check(&m, &self.raw.raft.raft_log) {
+                    if let Err(why) = guard::check(&m, &self.raw.raft.raft_log, self.raw.raft.term)
+                    {
                         log::debug!(
                             "node {}: dropped raft message from {from}: {why}",
                             self.cfg.id
