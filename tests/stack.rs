@@ -403,7 +403,7 @@ fn rfc5961_challenge_ack_limit_is_per_connection_not_stack_wide() {
     // An in-window RST that is not exactly RCV.NXT, or a SYN: each draws a
     // challenge ACK while the connection's budget lasts (and never a reset).
     let attack = |i: u16, k: u32| {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             rst_segment(port(i), isn(i) + 1 + 10 + k)
         } else {
             segment(port(i), isn(i) + 50 + k, None, true)
