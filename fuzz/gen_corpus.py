@@ -134,3 +134,21 @@ put("dns_message", "referrals_then_cname_answer", rec(1, referral_com) + rec(1, 
 put("dns_message", "referrals_then_nxdomain", rec(1, referral_com) + rec(1, referral_ex) + rec(1, nx))
 put("dns_message", "truncated_then_tcp", rec(1, referral_com) + rec(1, referral_ex) + rec(1, tc) + rec(1, answer))
 put("dns_message", "timeout_spoof_query", rec(2, query) + rec(4 | 1, answer) + rec(0, query))
+
+# ---- kv_node: ops for fuzz_targets/kv_node.rs. Op byte % 8: 0 time passes [ms/20 - 1];
+# 1 raw frame [len][bytes]; 2-4 raft message from peer [2,3,4,2][op >> 6]:
+# [type][term][log_term][index][commit][flags][entries n]{[kind][how][data sel]...}[snapshot];
+# 6 client request [key][op][value / consistency][client].
+def kv_msg(op, ty, term, log_term, index, commit, entries=b"", n=0, flags=0, snap=b""):
+    return bytes([op, ty, term, log_term, index, commit, flags, n]) + entries + snap
+put_normal = bytes([0, 0, 0, 1, 0, 1, 7])          # EntryNormal, next index, term = m.term, Put
+conf_add = bytes([2, 0, 0, 4, 0])                   # EntryConfChange, AddNode 4
+votes = (bytes([0, 255]) + kv_msg(2, 18, 1, 0, 0, 0) + kv_msg(0x42, 18, 1, 0, 0, 0)
+         + bytes([0, 10]) + kv_msg(2, 6, 1, 0, 0, 0) + kv_msg(0x42, 6, 1, 0, 0, 0))
+put("kv_node", "election_won", votes + bytes([6, 1, 0, 9, 1, 0, 5]))
+put("kv_node", "follower_appends_and_commits",
+    kv_msg(2, 3, 2, 0, 0, 2, put_normal * 2, 2) + kv_msg(2, 8, 2, 0, 0, 2) + bytes([0, 3]) +
+    kv_msg(2, 3, 2, 2, 2, 4, put_normal + conf_add, 2) + bytes([6, 2, 2, 0, 3]))
+put("kv_node", "snapshot_install",
+    kv_msg(2, 7, 3, 0, 0, 0, snap=bytes([9, 3, 0b111, 0, 0])) + bytes([0, 1, 6, 1, 2, 1, 1]))
+put("kv_node", "raw_and_heartbeats", bytes([1, 4]) + b"KV\x01\x02" + bytes([7, 0, 0, 0, 5]))

@@ -17,6 +17,7 @@ use crate::phy::Device;
 use crate::rng::Rng;
 use crate::tcp::conn::{reset_for, Tcb};
 use crate::tcp::isn::IsnGenerator;
+use crate::tcp::seq::SeqNum;
 use crate::tcp::syncookie::{self, CookieData, SynCookies};
 use crate::tcp::{State, TcpConfig, TcpError, TcpStats};
 use crate::time::{Duration, Instant};
@@ -185,6 +186,12 @@ pub struct StackStats {
     pub tcp_syncookies_ok: u64,
     /// ACKs to a listener whose cookie did not validate (answered with RST).
     pub tcp_syncookies_failed: u64,
+    /// Valid cookie ACKs dropped because the accept queue was full, their
+    /// client remembered until `accept` makes room (see `DeferredCookie`).
+    pub tcp_syncookies_deferred: u64,
+    /// Valid cookie ACKs dropped with the accept queue full and no room to
+    /// remember the client (`syn_backlog` deferred already).
+    pub tcp_syncookies_deferred_dropped: u64,
     /// SYNs refused with RST (and connects failed) at `max_tcp_connections`.
     pub tcp_conn_limit_refused: u64,
     /// Connections aborted by `tcp_idle_timeout`.
@@ -224,6 +231,43 @@ struct Listener {
     embryonic: usize,
     /// Established connections not yet accepted.
     ready: VecDeque<SocketHandle>,
+    /// Cookie connections whose ACK validated while `ready` was full, oldest
+    /// first (at most `StackConfig::syn_backlog`): see [`DeferredCookie`].
+    deferred: VecDeque<DeferredCookie>,
+}
+
+/// A client that returned a valid SYN cookie while the listener's accept
+/// queue was full. Its ACK was dropped (as Linux drops it), but the client
+/// is ESTABLISHED and may already have sent the rest of its first flight,
+/// whose SEQ is no longer ISN + 1, so those segments do not decode as a
+/// cookie; without this record they would be answered with RST and the
+/// connection lost. The record is what a SYN-queue entry would have held
+/// (the peer's ISN, our ISS, the options), and it exists only for a client
+/// that has proven its address by returning the cookie, so a spoofed flood
+/// cannot fill it. When `accept` makes room the connection is created
+/// from it; a later segment of that client finds it too.
+#[derive(Clone, Copy, Debug)]
+struct DeferredCookie {
+    remote: SocketAddrV4,
+    peer_isn: SeqNum,
+    /// Our ISS (the cookie); the client's ACK is this + 1.
+    cookie: SeqNum,
+    data: CookieData,
+    /// The window of the client's ACK.
+    window: u16,
+    at: Instant,
+}
+
+impl DeferredCookie {
+    /// `seg` (ACK-bearing, from `remote`) belongs to this client's first
+    /// flight: it acknowledges exactly the cookie (nothing else was ever
+    /// sent) and its SEQ lies within what our SYN-ACK's window let it send.
+    fn matches(&self, remote: SocketAddrV4, seg: &TcpRepr) -> bool {
+        let first = self.peer_isn + 1;
+        self.remote == remote
+            && seg.ack == Some(self.cookie + 1)
+            && seg.seq.in_range_inclusive(first, first + 65535)
+    }
 }
 
 enum Socket {
@@ -596,6 +640,17 @@ impl Stack {
                 }
             }
         }
+        if seg.rst {
+            // A deferred cookie client gave up: forget it.
+            if let Some(&lh) = self.tcp_listeners.get(&seg.dst_port) {
+                if let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() {
+                    l.deferred.retain(|d| {
+                        let first = d.peer_isn + 1;
+                        !(d.remote == remote && seg.seq.in_range_inclusive(first, first + 65535))
+                    });
+                }
+            }
+        }
         self.stats.tcp_rx_no_socket += 1;
         if let Some(rst) = reset_for(&seg) {
             self.stats.tcp_rst_sent += 1;
@@ -676,8 +731,10 @@ impl Stack {
     }
 
     /// An ACK for no connection arrived at a listening port: if it returns a
-    /// valid SYN cookie, create the connection from it (established, into
-    /// the accept queue). False: not a cookie of ours (the caller resets).
+    /// valid SYN cookie, or belongs to a client whose cookie ACK had to be
+    /// deferred, create the connection from it (established, into the
+    /// accept queue). True: taken (or dropped on purpose, the client will
+    /// retransmit). False: not a cookie of ours (the caller resets).
     fn tcp_cookie_ack(
         &mut self,
         now: Instant,
@@ -685,34 +742,67 @@ impl Stack {
         remote: SocketAddrV4,
         seg: &TcpRepr,
     ) -> bool {
-        let window = Duration::from_secs(
-            syncookie::COUNTER_PERIOD_SECS * (syncookie::MAX_AGE_TICKS as u64 + 1),
-        );
+        if !self.config.syn_cookies {
+            return false;
+        }
+        let window = Self::cookie_window();
         let recent = self
             .last_cookie_at
             .is_some_and(|t| now.saturating_duration_since(t) < window);
-        if !self.config.syn_cookies || !recent {
-            return false;
-        }
-        let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_ref() else {
+        let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() else {
             return false;
         };
         let (port, full) = (l.port, l.ready.len() >= l.backlog);
         let Some(ack) = seg.ack else {
             return false;
         };
+        // A client already deferred: a later segment of its first flight
+        // (or a retransmission of the first).
+        l.deferred
+            .retain(|d| now.saturating_duration_since(d.at) < window);
+        let known = l.deferred.iter().position(|d| d.matches(remote, seg));
         let local = SocketAddrV4::new(self.config.addr, port);
-        let Some(data) = self
-            .cookies
-            .decode(now, local, remote, seg.seq - 1, ack - 1)
-        else {
-            self.stats.tcp_syncookies_failed += 1;
-            self.limit_hit(now, Limit::BadCookie, port, remote);
-            return false;
+        let (peer_isn, data) = match known {
+            Some(i) => {
+                let d = l.deferred[i];
+                (d.peer_isn, d.data)
+            }
+            None => {
+                if !recent {
+                    return false;
+                }
+                let peer_isn = seg.seq - 1;
+                let Some(data) = self.cookies.decode(now, local, remote, peer_isn, ack - 1) else {
+                    self.stats.tcp_syncookies_failed += 1;
+                    self.limit_hit(now, Limit::BadCookie, port, remote);
+                    return false;
+                };
+                (peer_isn, data)
+            }
         };
         if full {
-            // As Linux: drop the ACK; the client's retransmission retries.
+            // As Linux, drop the ACK; unlike a stateless drop, remember the
+            // client (it proved its address), so the rest of its first
+            // flight is not reset and `accept` can complete it.
             self.stats.tcp_listen_overflows += 1;
+            let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() else {
+                return false;
+            };
+            if known.is_none() {
+                if l.deferred.len() < self.config.syn_backlog {
+                    l.deferred.push_back(DeferredCookie {
+                        remote,
+                        peer_isn,
+                        cookie: ack - 1,
+                        data,
+                        window: seg.window,
+                        at: now,
+                    });
+                    self.stats.tcp_syncookies_deferred += 1;
+                } else {
+                    self.stats.tcp_syncookies_deferred_dropped += 1;
+                }
+            }
             self.limit_hit(now, Limit::AcceptQueue, port, remote);
             return true;
         }
@@ -721,7 +811,33 @@ impl Stack {
             self.limit_hit(now, Limit::Connections, port, remote);
             return false;
         }
-        let Some(tcb) = syncookie::accept_cookie(&self.config.tcp, local, remote, seg, data, now)
+        if let (Some(i), Some(Socket::Listener(l))) =
+            (known, self.slots[lh.index as usize].socket.as_mut())
+        {
+            l.deferred.remove(i);
+        }
+        self.cookie_connection(now, lh, local, remote, peer_isn, seg, data)
+    }
+
+    /// How long a cookie (and so a deferred cookie client) stays valid.
+    fn cookie_window() -> Duration {
+        Duration::from_secs(syncookie::COUNTER_PERIOD_SECS * (syncookie::MAX_AGE_TICKS as u64 + 1))
+    }
+
+    /// The connection of a validated cookie, into `lh`'s accept queue.
+    #[allow(clippy::too_many_arguments)]
+    fn cookie_connection(
+        &mut self,
+        now: Instant,
+        lh: SocketHandle,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        peer_isn: SeqNum,
+        seg: &TcpRepr,
+        data: CookieData,
+    ) -> bool {
+        let Some(tcb) =
+            syncookie::accept_cookie(&self.config.tcp, local, remote, peer_isn, seg, data, now)
         else {
             return false;
         };
@@ -735,6 +851,43 @@ impl Stack {
         }
         self.mark_event(lh);
         true
+    }
+
+    /// `accept` made room in `lh`'s accept queue: complete the oldest
+    /// deferred cookie client, as if its handshake ACK arrived now (its
+    /// dropped data comes again with its retransmission). A client that
+    /// sends nothing after the handshake (the server speaks first) is
+    /// served this way too.
+    fn promote_deferred_cookie(&mut self, lh: SocketHandle) {
+        let now = self.now;
+        let window = Self::cookie_window();
+        if self.tcp_conns.len() >= self.config.max_tcp_connections {
+            return;
+        }
+        let Some(Some(Socket::Listener(l))) = self.slot_mut(lh).map(|s| s.socket.as_mut()) else {
+            return;
+        };
+        if l.ready.len() >= l.backlog {
+            return;
+        }
+        let port = l.port;
+        let d = loop {
+            match l.deferred.pop_front() {
+                None => return,
+                Some(d) if now.saturating_duration_since(d.at) < window => break d,
+                Some(_) => {}
+            }
+        };
+        let local = SocketAddrV4::new(self.config.addr, port);
+        let ack = TcpRepr {
+            src_port: d.remote.port(),
+            dst_port: port,
+            seq: d.peer_isn + 1,
+            ack: Some(d.cookie + 1),
+            window: d.window,
+            ..TcpRepr::default()
+        };
+        self.cookie_connection(now, lh, local, d.remote, d.peer_isn, &ack, d.data);
     }
 
     /// A new connection's TCB into the table and demux map.
@@ -1207,6 +1360,7 @@ impl Stack {
             backlog: backlog.max(1),
             embryonic: 0,
             ready: VecDeque::new(),
+            deferred: VecDeque::new(),
         }));
         self.tcp_listeners.insert(port, h);
         Ok(h)
@@ -1215,6 +1369,7 @@ impl Stack {
     /// Take the next established connection, or `WouldBlock`.
     pub fn tcp_accept(&mut self, listener: SocketHandle) -> Result<SocketHandle, TcpError> {
         loop {
+            self.promote_deferred_cookie(listener);
             let next = match self.slot_mut(listener).and_then(|s| s.socket.as_mut()) {
                 Some(Socket::Listener(l)) => l.ready.pop_front(),
                 _ => return Err(TcpError::NotConnected),
@@ -1226,8 +1381,10 @@ impl Stack {
             let closed = matches!(self.slot_mut(h).and_then(|s| s.socket.as_ref()), Some(Socket::Tcp(s)) if s.tcb.is_closed());
             if closed {
                 self.free_tcp(h);
+                self.promote_deferred_cookie(listener);
                 continue;
             }
+            self.promote_deferred_cookie(listener);
             return Ok(h);
         }
     }

@@ -26,6 +26,41 @@ fn segment(sport: u16, seq: u32, ack: Option<u32>, syn: bool) -> Vec<u8> {
     v
 }
 
+/// A segment from the peer carrying `payload` (ACK set, no SYN).
+fn data_segment(sport: u16, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ipv4(PEER, STACK, 64)
+        .tcp(sport, 80, seq, 64240)
+        .ack(ack);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// (window, ack number) of each TCP segment the stack sent (leaves them queued).
+fn windows(dev: &QueueDevice) -> Vec<(u16, u32)> {
+    dev.tx
+        .iter()
+        .filter_map(|p| match SlicedPacket::from_ip(p).ok()?.transport? {
+            TransportSlice::Tcp(t) => Some((t.window_size(), t.acknowledgment_number())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The (ISS, window) of the SYN-ACKs to ports 5001 (A) and 5002 (B) of
+/// `cookie_stack` tests (A's SYN has SEQ 100, B's 7000), in that order.
+fn syn_acks(dev: &mut QueueDevice) -> [(u32, u16); 2] {
+    let w = windows(dev);
+    let out = sent(dev);
+    assert_eq!(out.len(), 2, "two SYN-ACKs");
+    let find = |ack: u32| {
+        let i = w.iter().position(|&(_, a)| a == ack).expect("SYN-ACK");
+        assert!(out[i].0 && out[i].1);
+        (out[i].3, w[i].0)
+    };
+    [find(101), find(7001)]
+}
+
 /// (syn, ack, rst, seq) of each TCP segment the stack sent.
 fn sent(dev: &mut QueueDevice) -> Vec<(bool, bool, bool, u32)> {
     dev.tx
@@ -182,4 +217,250 @@ fn syn_queue_full_without_cookies_drops_and_counts() {
     assert_eq!(sent(&mut dev).len(), 1, "only the first SYN is answered");
     assert_eq!(s.stats().tcp_listen_overflows, 1);
     assert_eq!(s.stats().tcp_syncookies_sent, 0);
+}
+
+/// The accept queue is full when a client returns its cookie: the ACK is
+/// dropped (as Linux drops it) but the client, which proved its address,
+/// is remembered. The rest of its first flight (SEQ beyond ISN + 1, which
+/// does not decode as a cookie) is dropped, not reset; `accept` making room
+/// completes the connection, and the client's retransmission delivers every
+/// byte in order. Before the fix these segments were answered with RST.
+#[test]
+fn rfc4987_cookie_ack_on_full_accept_queue_is_deferred_not_reset() {
+    let (mut s, mut dev, l) = cookie_stack(1, 4);
+    let mut now = Instant::from_secs(10);
+    let ms = tunstack::time::Duration::from_millis;
+    // A takes the one backlog place (ordinary SYN-ACK); B gets a cookie.
+    dev.rx.push_back(segment(5001, 100, None, true));
+    dev.rx.push_back(segment(5002, 7000, None, true));
+    s.poll(now, &mut dev);
+    let [(iss_a, win_a), (cookie, win_b)] = syn_acks(&mut dev);
+    assert_eq!(s.stats().tcp_syncookies_sent, 1);
+    // The cookie SYN-ACK offers one segment (the peer's MSS, 536 as its SYN
+    // has no MSS option), so the client's first flight is one segment at
+    // ISN + 1; the ordinary SYN-ACK offers the receive buffer.
+    assert_eq!(win_b, 536);
+    assert!(win_a > 1460);
+    // A completes: the accept queue (backlog 1) is full.
+    dev.rx
+        .push_back(segment(5001, 101, Some(iss_a.wrapping_add(1)), false));
+    s.poll(now, &mut dev);
+    assert_eq!(s.tcp_listener_ready(l), 1);
+    // B's handshake ACK and first data arrive: valid cookie, no room.
+    dev.rx
+        .push_back(segment(5002, 7001, Some(cookie.wrapping_add(1)), false));
+    dev.rx.push_back(data_segment(
+        5002,
+        7001,
+        cookie.wrapping_add(1),
+        b"0123456789",
+    ));
+    // A later segment of B's first flight, its SEQ past ISN + 1.
+    dev.rx
+        .push_back(data_segment(5002, 7011, cookie.wrapping_add(1), b"abcdef"));
+    now += ms(5);
+    s.poll(now, &mut dev);
+    assert!(sent(&mut dev).is_empty(), "dropped silently, no RST");
+    assert_eq!(s.stats().tcp_syncookies_deferred, 1);
+    assert_eq!(s.stats().tcp_syncookies_failed, 0);
+    assert_eq!(s.stats().tcp_rst_sent, 0);
+    // A random ACK from elsewhere is still reset.
+    dev.rx
+        .push_back(data_segment(5003, 7011, cookie.wrapping_add(1), b"x"));
+    s.poll(now, &mut dev);
+    assert!(sent(&mut dev).iter().all(|&(_, _, rst, _)| rst));
+    assert_eq!(s.stats().tcp_syncookies_failed, 1);
+    // Accepting A makes room: B is created from what was remembered, and
+    // announces its full window at once.
+    let a = s.tcp_accept(l).expect("A");
+    assert_eq!(s.tcp_state(a), Some(State::Established));
+    now += ms(1);
+    s.poll(now, &mut dev);
+    let b = s
+        .tcp_accept(l)
+        .expect("B, completed from its deferred cookie");
+    assert_eq!(s.tcp_state(b), Some(State::Established));
+    assert_eq!(s.stats().tcp_syncookies_ok, 1);
+    let acks = windows(&dev);
+    sent(&mut dev);
+    assert!(
+        acks.iter().any(|&(w, ack)| ack == 7001 && w > 1460),
+        "B opens its window: {acks:?}"
+    );
+    // B's later segment first (kept out of order), then its retransmission
+    // of the head: all 16 bytes, in order.
+    dev.rx
+        .push_back(data_segment(5002, 7011, cookie.wrapping_add(1), b"abcdef"));
+    dev.rx.push_back(data_segment(
+        5002,
+        7001,
+        cookie.wrapping_add(1),
+        b"0123456789",
+    ));
+    now += ms(1);
+    s.poll(now, &mut dev);
+    let mut buf = [0u8; 64];
+    let n = s.tcp_recv(b, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"0123456789abcdef");
+    assert!(sent(&mut dev).iter().all(|&(_, _, rst, _)| !rst));
+}
+
+/// A client that only sends its handshake ACK (the server speaks first)
+/// while the accept queue is full is completed when `accept` makes room,
+/// not left half-open: the stack has nothing else to rebuild it from.
+#[test]
+fn rfc4987_deferred_cookie_client_that_sends_nothing_is_completed_on_accept() {
+    let (mut s, mut dev, l) = cookie_stack(1, 4);
+    let now = Instant::from_secs(10);
+    dev.rx.push_back(segment(5001, 100, None, true));
+    dev.rx.push_back(segment(5002, 7000, None, true));
+    s.poll(now, &mut dev);
+    let [(iss_a, _), (cookie, _)] = syn_acks(&mut dev);
+    dev.rx
+        .push_back(segment(5001, 101, Some(iss_a.wrapping_add(1)), false));
+    s.poll(now, &mut dev);
+    assert_eq!(s.tcp_listener_ready(l), 1, "the accept queue is full");
+    dev.rx
+        .push_back(segment(5002, 7001, Some(cookie.wrapping_add(1)), false));
+    s.poll(now, &mut dev);
+    assert!(sent(&mut dev).is_empty());
+    s.tcp_accept(l).expect("A");
+    let b = s.tcp_accept(l).expect("B");
+    // The server speaks first; its greeting continues from the cookie.
+    s.tcp_send(b, b"220 hello").unwrap();
+    s.poll(now + tunstack::time::Duration::from_millis(1), &mut dev);
+    let data = sent(&mut dev);
+    assert!(data
+        .iter()
+        .any(|&(_, _, rst, seq)| !rst && seq == cookie.wrapping_add(1)));
+}
+
+/// (destination port, rst, seq, ack number) of each TCP segment the stack sent.
+fn sent_to_ports(dev: &mut QueueDevice) -> Vec<(u16, bool, u32, u32)> {
+    dev.tx
+        .drain(..)
+        .filter_map(|p| match SlicedPacket::from_ip(&p).ok()?.transport? {
+            TransportSlice::Tcp(t) => Some((
+                t.destination_port(),
+                t.rst(),
+                t.sequence_number(),
+                t.acknowledgment_number(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rst_segment(sport: u16, seq: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(PEER, STACK, 64)
+        .tcp(sport, 80, seq, 64240)
+        .rst()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+/// RFC 5961 §7 / CVE-2016-5696: the challenge-ACK limit is per connection.
+/// With one stack-wide budget (Linux before 4.7: 100/s), an off-path
+/// attacker exhausts it with RSTs on its own connection and learns, from
+/// whether its own challenge ACKs still arrive, whether a guessed 4-tuple
+/// (someone else's connection) drew challenge ACKs in the same second.
+/// Here B is exhausted first and A still gets its full budget; then 20
+/// connections each take 50 in-window RSTs and SYNs in one second and each
+/// is answered exactly its own limit (10), 200 in all, far above any one
+/// budget; no connection is torn down; and each budget refills a second on.
+#[test]
+fn rfc5961_challenge_ack_limit_is_per_connection_not_stack_wide() {
+    const CONNS: u16 = 20;
+    const LIMIT: usize = 10;
+    let mut cfg = StackConfig::new(Ipv4Addr::from(STACK));
+    cfg.syn_cookies = false;
+    assert_eq!(cfg.tcp.challenge_ack_limit as usize, LIMIT, "the default");
+    let mut s = Stack::new(cfg, Rng::new(9));
+    let mut dev = QueueDevice::new(1500);
+    let l = s.tcp_listen(80, 64).unwrap();
+    let mut now = Instant::from_secs(10);
+    let port = |i: u16| 6000 + i;
+    let isn = |i: u16| 1000 * u32::from(i + 1);
+    for i in 0..CONNS {
+        dev.rx.push_back(segment(port(i), isn(i), None, true));
+    }
+    s.poll(now, &mut dev);
+    let synacks = sent_to_ports(&mut dev);
+    assert_eq!(synacks.len(), CONNS as usize);
+    for &(p, _, iss, _) in &synacks {
+        let i = p - 6000;
+        dev.rx
+            .push_back(segment(p, isn(i) + 1, Some(iss.wrapping_add(1)), false));
+    }
+    s.poll(now, &mut dev);
+    let conns: Vec<_> = (0..CONNS).map(|_| s.tcp_accept(l).unwrap()).collect();
+    assert!(conns
+        .iter()
+        .all(|&c| s.tcp_state(c) == Some(State::Established)));
+    sent_to_ports(&mut dev);
+    // An in-window RST that is not exactly RCV.NXT, or a SYN: each draws a
+    // challenge ACK while the connection's budget lasts (and never a reset).
+    let attack = |i: u16, k: u32| {
+        if k.is_multiple_of(2) {
+            rst_segment(port(i), isn(i) + 1 + 10 + k)
+        } else {
+            segment(port(i), isn(i) + 50 + k, None, true)
+        }
+    };
+    let challenge_acks = |out: &[(u16, bool, u32, u32)], i: u16| {
+        out.iter()
+            .filter(|&&(p, rst, _, ack)| p == port(i) && !rst && ack == isn(i) + 1)
+            .count()
+    };
+    // B (connection 1) exhausted: 50 attacks, 10 answers.
+    for k in 0..50 {
+        dev.rx.push_back(attack(1, k));
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    assert_eq!(challenge_acks(&out, 1), LIMIT, "B held to its own limit");
+    // A (connection 0), the attacker's own, in the same second: not suppressed.
+    for k in 0..LIMIT as u32 {
+        dev.rx.push_back(attack(0, k));
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    assert_eq!(challenge_acks(&out, 0), LIMIT, "A's budget is its own");
+    assert_eq!(challenge_acks(&out, 1), 0);
+    // Every connection, 50 attacks each, interleaved, in the same second.
+    now += tunstack::time::Duration::from_millis(10);
+    for k in 0..50 {
+        for i in 0..CONNS {
+            dev.rx.push_back(attack(i, 1000 + k));
+        }
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    for i in 0..CONNS {
+        let want = if i < 2 { 0 } else { LIMIT };
+        assert_eq!(challenge_acks(&out, i), want, "connection {i}");
+    }
+    let total: usize = (0..CONNS).map(|i| challenge_acks(&out, i)).sum();
+    assert_eq!(total, (CONNS as usize - 2) * LIMIT, "far above one budget");
+    assert!(out.iter().all(|&(_, rst, _, _)| !rst), "never a reset");
+    assert!(conns
+        .iter()
+        .all(|&c| s.tcp_state(c) == Some(State::Established)));
+    // A second later every budget is full again, A's and B's too.
+    now += tunstack::time::Duration::from_secs(1);
+    for k in 0..50 {
+        for i in 0..CONNS {
+            dev.rx.push_back(attack(i, 2000 + k));
+        }
+        s.poll(now, &mut dev);
+    }
+    let out = sent_to_ports(&mut dev);
+    assert!((0..CONNS).all(|i| challenge_acks(&out, i) == LIMIT));
+    let counted: u64 = conns
+        .iter()
+        .map(|&c| s.tcp_stats(c).unwrap().challenge_acks)
+        .sum();
+    assert_eq!(counted, (LIMIT * (2 + 18 + 20)) as u64);
 }

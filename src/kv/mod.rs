@@ -11,6 +11,7 @@
 //! | `transport` | peer links: length-prefixed frames over TCP with mutual TLS (cluster CA), reconnect with capped backoff, bounded drop-oldest queues; on the stack or on kernel TCP |
 //! | `server` | the node process: driver loop around `Node`, HTTP API (`/kv/KEY`, `/status`), trace file, local-cluster operations (spawn, kill, partition) |
 //! | `client` | the client session: HTTP to the nodes with client id and sequence number, retries and failover |
+//! | `guard` | checks on a peer's raft message before raft-rs steps it (what would make raft panic, and so fail the node, is counted and dropped) |
 //! | `msg` | the versioned frame nodes exchange: kind, sender, Lamport time, vector clock, raft message |
 //! | `sm` | the replicated state machine: put/get/delete/cas, exactly-once client sessions, membership addresses, snapshots |
 //! | `node` | the sans-IO node around raft-rs `RawNode`: Ready handling, consistency levels, heartbeats, trace |
@@ -19,6 +20,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod guard;
 pub mod lincheck;
 pub mod msg;
 pub mod node;

@@ -51,6 +51,7 @@ use super::phi::{PhiAccrual, PhiConfig};
 use super::sm::{Command, ConfContext, StateMachine, WriteOp, WriteResult};
 use super::storage::LogStore;
 pub use super::trace::{EventKind, MsgId, TraceEvent};
+use crate::kv::guard;
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -633,7 +634,19 @@ impl<S: LogStore> Node<S> {
         let msg = match f.kind {
             FrameKind::Heartbeat => None,
             FrameKind::Raft => match Message::parse_from_bytes(&f.body) {
-                Ok(m) if m.from == from && m.to == self.cfg.id => Some(m),
+                Ok(m) if m.from == from && m.to == self.cfg.id => {
+                    // What would make raft panic (and so fail this node) is refused here.
+                    if let Err(why) = guard::check(&m, &self.raw.raft.raft_log, self.raw.raft.term)
+                    {
+                        log::debug!(
+                            "node {}: dropped raft message from {from}: {why}",
+                            self.cfg.id
+                        );
+                        self.counters.bad_frames += 1;
+                        return;
+                    }
+                    Some(m)
+                }
                 _ => {
                     self.counters.bad_frames += 1;
                     return;

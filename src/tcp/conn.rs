@@ -1882,6 +1882,16 @@ impl Tcb {
         }
     }
 
+    /// Send an ACK with the current window at the next transmit, now: for a
+    /// connection rebuilt from a SYN cookie, whose SYN-ACK offered a window
+    /// of one segment (see `syncookie::first_flight_window`), this opens
+    /// the full window without waiting for the client's data.
+    pub fn announce_window(&mut self) {
+        if matches!(self.state, State::Established | State::CloseWait) {
+            self.ack_now = true;
+        }
+    }
+
     /// Half-close: send FIN after all queued data (RFC 9293 CLOSE call).
     pub fn shutdown(&mut self) {
         match self.state {

@@ -210,6 +210,15 @@ pub fn our_wscale(config: &TcpConfig) -> u8 {
 /// The stateless SYN-ACK for `syn`: `<SEQ=cookie><ACK=SYN.SEQ+1><CTL=SYN,ACK>`
 /// with our MSS, and window scale / SACK-permitted only where the cookie
 /// records the peer's offer (what the TCB rebuilt from it will use).
+///
+/// Its window is one segment ([`first_flight_window`]), not the receive
+/// buffer: the cookie can be checked only on a segment whose SEQ is the
+/// client's ISN + 1, so everything the client sends before the stack's
+/// first ACK (its handshake ACK, its first data, their retransmissions and
+/// tail-loss probes) must start there. With a wider window a client sends
+/// up to its initial cwnd of segments at once; if the head of that flight
+/// is lost (a full device queue) or dropped (a full accept queue), the
+/// rest cannot be validated, and a stateless listener can only reset it.
 pub fn syn_ack(
     config: &TcpConfig,
     syn: &TcpRepr,
@@ -223,7 +232,7 @@ pub fn syn_ack(
         seq: cookie,
         ack: Some(syn.seq + 1),
         syn: true,
-        window: config.recv_buffer.min(65535) as u16,
+        window: first_flight_window(config, data),
         options: TcpOptions {
             mss: Some(config.mss),
             window_scale: ws.map(|_| our_wscale(config)),
@@ -234,15 +243,33 @@ pub fn syn_ack(
     }
 }
 
-/// Rebuild the connection from the ACK that returned a valid cookie: a TCB
-/// as if it had answered a SYN carrying `data`'s options with the cookie
-/// as ISS, then taken `ack` (which may carry data). The result is
-/// ESTABLISHED. Its first RTT sample is 0 (the SYN-ACK's send time is not
-/// kept), which the next samples correct; the RTO floor bounds it meanwhile.
+/// The window of a cookie SYN-ACK: at most one segment, the smaller of our
+/// MSS and the peer's (as the cookie rounds it down), so the client's first
+/// flight is a single segment at SEQ = ISN + 1. The rebuilt connection's
+/// first ACK opens the full window; the cost is one round trip of one
+/// segment, paid only while the listener is answering with cookies.
+pub fn first_flight_window(config: &TcpConfig, data: CookieData) -> u16 {
+    config
+        .mss
+        .min(data.mss)
+        .min(config.recv_buffer.min(65535) as u16)
+}
+
+/// Rebuild the connection from an ACK that returned a valid cookie: a TCB
+/// as if it had answered a SYN with sequence number `peer_isn` carrying
+/// `data`'s options with the cookie (SEG.ACK − 1) as ISS, then taken `ack`
+/// (which may carry data). `peer_isn` is SEG.SEQ − 1 for the handshake's
+/// ACK; for a later segment of the client's first flight (its SEQ beyond
+/// ISN + 1, when the stack had to drop the first ones) it is the ISN the
+/// stack remembered, and that segment's data waits out of order for the
+/// retransmission of what was dropped. The result is ESTABLISHED. Its first
+/// RTT sample is 0 (the SYN-ACK's send time is not kept), which the next
+/// samples correct; the RTO floor bounds it meanwhile.
 pub fn accept_cookie(
     config: &TcpConfig,
     local: SocketAddrV4,
     remote: SocketAddrV4,
+    peer_isn: SeqNum,
     ack: &TcpRepr,
     data: CookieData,
     now: Instant,
@@ -251,7 +278,7 @@ pub fn accept_cookie(
     let syn = TcpRepr {
         src_port: remote.port(),
         dst_port: local.port(),
-        seq: ack.seq - 1,
+        seq: peer_isn,
         syn: true,
         window: ack.window,
         options: TcpOptions {
@@ -266,6 +293,7 @@ pub fn accept_cookie(
     // That SYN-ACK already went out (statelessly): emit and drop its copy.
     while tcb.poll_transmit(now).is_some() {}
     tcb.process(now, ack);
+    tcb.announce_window();
     Some(tcb)
 }
 
@@ -410,6 +438,10 @@ mod tests {
         assert_eq!(sa.options.window_scale, Some(our_wscale(&cfg())));
         assert!(sa.options.sack_permitted);
         assert_eq!(sa.options.timestamps, None, "timestamps are not encoded");
+        assert_eq!(
+            sa.window, 1460,
+            "one segment: the first flight starts at ISN + 1"
+        );
         assert_eq!((sa.src_port, sa.dst_port), (80, 40000));
     }
 
@@ -426,7 +458,7 @@ mod tests {
             payload: b"hello",
             ..TcpRepr::default()
         };
-        let mut tcb = accept_cookie(&cfg(), l, r, &ack, data(), now).unwrap();
+        let mut tcb = accept_cookie(&cfg(), l, r, SeqNum(500), &ack, data(), now).unwrap();
         assert_eq!(tcb.state(), State::Established);
         let st = tcb.stats();
         assert_eq!(st.mss, 1460);
