@@ -66,6 +66,18 @@ pub enum Rejection {
     SnapshotMembership,
     /// A snapshot whose data is not a state machine.
     SnapshotData(String),
+    /// A snapshot whose last entry's term is above the term of the message carrying it: a
+    /// leader's snapshot holds only entries of its own term or earlier.
+    SnapshotTermAboveMessage { snapshot_term: u64, term: u64 },
+    /// A snapshot at or below our commit index whose term differs from our entry there: it
+    /// contradicts a committed entry. raft-rs would try to restore it (its `restore` only
+    /// skips snapshots strictly below the commit index), and the log store, already
+    /// compacted past that index, refuses it ("snapshot out of date"), failing the node.
+    SnapshotConflictsCommitted {
+        index: u64,
+        snapshot_term: u64,
+        our_term: u64,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -93,6 +105,21 @@ impl fmt::Display for Rejection {
             Rejection::EmptySnapshot => write!(f, "snapshot at index or term 0"),
             Rejection::SnapshotMembership => write!(f, "snapshot membership not restorable"),
             Rejection::SnapshotData(e) => write!(f, "snapshot data: {e}"),
+            Rejection::SnapshotTermAboveMessage {
+                snapshot_term,
+                term,
+            } => write!(
+                f,
+                "snapshot of term {snapshot_term} in a message of term {term}"
+            ),
+            Rejection::SnapshotConflictsCommitted {
+                index,
+                snapshot_term,
+                our_term,
+            } => write!(
+                f,
+                "snapshot at committed index {index} with term {snapshot_term}, ours is {our_term}"
+            ),
         }
     }
 }
@@ -154,7 +181,10 @@ pub fn check<S: Storage>(m: &Message, log: &RaftLog<S>, term: u64) -> Result<(),
                 });
             }
         }
-        MessageType::MsgSnapshot => check_snapshot(m.get_snapshot())?,
+        MessageType::MsgSnapshot => {
+            check_snapshot(m.get_snapshot())?;
+            check_snapshot_against_log(m, log)?;
+        }
         _ => {}
     }
     Ok(())
@@ -240,6 +270,33 @@ fn check_snapshot(s: &Snapshot) -> Result<(), Rejection> {
         return Err(Rejection::SnapshotMembership);
     }
     StateMachine::restore(&s.data).map_err(Rejection::SnapshotData)?;
+    Ok(())
+}
+
+/// A snapshot's term is at most the term of the message carrying it, and a snapshot that does
+/// not go past our commit index agrees with our committed entry at its index (Log Matching:
+/// the same index and term mean the same log up to there). Found by the `kv_node` fuzz
+/// target: a second snapshot at our commit index with another term made raft-rs hand the
+/// store a snapshot below its first index, and the node failed.
+fn check_snapshot_against_log<S: Storage>(m: &Message, log: &RaftLog<S>) -> Result<(), Rejection> {
+    let md = m.get_snapshot().get_metadata();
+    if md.term > m.term {
+        return Err(Rejection::SnapshotTermAboveMessage {
+            snapshot_term: md.term,
+            term: m.term,
+        });
+    }
+    if md.index <= log.committed {
+        if let Ok(our_term) = log.term(md.index) {
+            if our_term != md.term {
+                return Err(Rejection::SnapshotConflictsCommitted {
+                    index: md.index,
+                    snapshot_term: md.term,
+                    our_term,
+                });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -477,6 +534,90 @@ mod tests {
         let mut zero = snap(vec![1], vec![], vec![]);
         zero.mut_snapshot().mut_metadata().index = 0;
         assert_eq!(check(&zero, &log(), 0), Err(Rejection::EmptySnapshot));
+    }
+
+    /// Found by the `kv_node` fuzz target: a snapshot at index 2 of term 12 is installed (commit
+    /// 2), then one at the same index with term 23 arrives; raft-rs restores it (it is not below
+    /// the commit index) and the store, whose first index is now 3, refused it: the node failed.
+    #[test]
+    fn snapshot_contradicting_a_committed_entry_or_above_its_message_term_is_refused() {
+        use crate::kv::clock::VectorClock;
+        use crate::kv::msg::{Frame, FrameKind};
+        use crate::kv::node::{Node, NodeConfig};
+        use crate::kv::storage::MemLog;
+        use crate::time::Instant;
+        use protobuf::Message as _;
+
+        let snap = |term: u64, index: u64, snap_term: u64| {
+            let mut m = msg(MessageType::MsgSnapshot, term);
+            let s = m.mut_snapshot();
+            s.mut_metadata().index = index;
+            s.mut_metadata().term = snap_term;
+            s.mut_metadata()
+                .set_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+            s.data = StateMachine::new().snapshot().into();
+            m
+        };
+        // The guard alone, against a log committed to index 5 of term 3.
+        let mut l = log();
+        let ents: Vec<Entry> = (1..=5)
+            .map(|i| entry(i, if i < 4 { 2 } else { 3 }))
+            .collect();
+        l.append(&ents);
+        l.commit_to(5);
+        assert_eq!(
+            check(&snap(4, 5, 7), &l, 4),
+            Err(Rejection::SnapshotTermAboveMessage {
+                snapshot_term: 7,
+                term: 4
+            })
+        );
+        assert_eq!(
+            check(&snap(4, 5, 4), &l, 4),
+            Err(Rejection::SnapshotConflictsCommitted {
+                index: 5,
+                snapshot_term: 4,
+                our_term: 3
+            })
+        );
+        assert_eq!(check(&snap(4, 5, 3), &l, 4), Ok(()), "agrees with our log");
+        assert_eq!(check(&snap(4, 3, 2), &l, 4), Ok(()), "below commit, agrees");
+        assert_eq!(check(&snap(4, 9, 4), &l, 4), Ok(()), "past our commit");
+
+        // The node: the fuzz target's two snapshots (the first with a sane term).
+        let frame = |m: &Message| {
+            let mut vc = Vec::new();
+            VectorClock::new().encode(&mut vc);
+            Frame {
+                kind: FrameKind::Raft,
+                sender: 2,
+                lamport: 0,
+                event: 0,
+                vclock: vc,
+                body: m.write_to_bytes().unwrap(),
+            }
+            .encode()
+        };
+        let voters = vec![1, 2, 3];
+        let now = Instant::from_secs(1);
+        let mut node = Node::new(
+            NodeConfig::new(1, voters.clone()),
+            MemLog::new_with_voters(&voters),
+            now,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        node.on_frame(2, &frame(&snap(12, 2, 12)), now);
+        node.poll(now, &mut out);
+        assert_eq!(node.failed(), None);
+        assert_eq!(node.counters().snapshots_installed, 1);
+        for m in [snap(23, 2, 23), snap(23, 1, 30)] {
+            node.on_frame(2, &frame(&m), now);
+            node.poll(now, &mut out);
+            assert_eq!(node.failed(), None, "{m:?}");
+        }
+        assert_eq!(node.counters().bad_frames, 2);
+        assert_eq!(node.counters().snapshots_installed, 1);
     }
 
     /// Each of these messages, from member 2 in a well-formed frame, made raft-rs panic inside
