@@ -1515,6 +1515,12 @@ impl Stack {
         self.tcp_ref(h).map_or(0, |s| s.tcb.send_capacity())
     }
 
+    /// The connection has an ACK to send at once (a window update after a
+    /// read): the runtime then wakes its loop; an ordinary read does not.
+    pub fn tcp_ack_due(&self, h: SocketHandle) -> bool {
+        self.tcp_ref(h).is_some_and(|s| s.tcb.ack_due())
+    }
+
     /// Bytes written but not yet acknowledged by the peer.
     pub fn tcp_send_queue(&self, h: SocketHandle) -> usize {
         self.tcp_ref(h).map_or(0, |s| s.tcb.send_queue())

@@ -237,6 +237,7 @@ fn event_loop<D: Device + AsRawFd>(
     let mut events = Events::with_capacity(16);
     let mut queue = QueueDevice::new(mtu);
     let mut woken: Vec<SocketHandle> = Vec::new();
+    let mut to_notify: Vec<Arc<Condvar>> = Vec::new();
     let mut rx_buf = vec![0u8; mtu.max(65535)];
     let batch = 256;
     let mut timeout: Option<Duration> = Some(Duration::ZERO);
@@ -283,11 +284,17 @@ fn event_loop<D: Device + AsRawFd>(
             g.stack.drain_events(&mut woken);
             for h in woken.drain(..) {
                 if let Some(cv) = g.waiters.get(&h.index()) {
-                    cv.notify_all();
+                    to_notify.push(cv.clone());
                 }
             }
             (deadline, g.stack.needs_poll())
         };
+        // Signal the waiting threads once the lock is released: a thread
+        // woken while the loop still holds it would at once block on the
+        // mutex again (one more futex sleep and wake per message).
+        for cv in to_notify.drain(..) {
+            cv.notify_all();
+        }
         // 3. Write the output, outside the lock.
         let now = shared.clock.now();
         while let Some(pkt) = queue.tx.pop_front() {

@@ -276,10 +276,19 @@ impl TcpStream {
             .read_timeout
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let n = self.shared().wait_for(h, deadline_from(timeout), |stack| {
+        // Wake the event loop only when the read has something for it to
+        // send: a window update (the TCB sets `ack_now` when the window grew
+        // enough), or end of stream. A small read that leaves the window
+        // about where the peer knows it needs no loop pass; the dirty mark
+        // `tcp_recv` left is handled on the loop's next pass. This saves a
+        // waker write and a loop wake-up per message received.
+        let (n, wake) = self.shared().wait_for(h, deadline_from(timeout), |stack| {
             err_would_block(stack.tcp_recv(h, buf))
+                .map(|r| r.map(|n| (n, n == 0 || stack.tcp_ack_due(h))))
         })?;
-        self.shared().wake();
+        if wake {
+            self.shared().wake();
+        }
         Ok(n)
     }
 

@@ -2004,6 +2004,13 @@ impl Tcb {
         self.send_buf.len()
     }
 
+    /// An ACK is due at once (`ack_now`): e.g. the application's last read
+    /// opened the window far enough for an update (`maybe_window_update`).
+    /// The runtime wakes its event loop after a read only when this is set.
+    pub fn ack_due(&self) -> bool {
+        self.ack_now
+    }
+
     /// Bytes received in order and not yet read by the application (ss's Recv-Q).
     pub fn recv_queue(&self) -> usize {
         self.rcv_buf.len()
