@@ -6,6 +6,8 @@
 //! eventual ones), heal and convergence. A second test runs the peer transport between two
 //! stacks and checks that a certificate from another CA is refused.
 
+mod common;
+use common::kv::{kv_cli as kv, status, EXE};
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -20,8 +22,6 @@ use tunstack::kv::transport::{
 };
 use tunstack::netns;
 
-const EXE: &str = env!("CARGO_BIN_EXE_tunstack");
-
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tunstack-kvc-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -29,30 +29,6 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 use tunstack::netns::test_in_new_netns as in_netns;
-
-fn kv(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(EXE)
-        .arg("kv")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .expect("run tunstack kv");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "tunstack kv {args:?} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-fn status(addr: SocketAddrV4) -> Option<serde_json::Value> {
-    match http_call(addr, "GET", "/status", &[], None, Duration::from_secs(2)) {
-        Ok((200, b)) => serde_json::from_slice(&b).ok(),
-        _ => None,
-    }
-}
 
 /// The leader every reachable node agrees on.
 fn leader(spec: &ClusterSpec, among: &[u64], timeout: Duration) -> u64 {

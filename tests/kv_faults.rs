@@ -12,9 +12,11 @@
 //!
 //! `TUNSTACK_SEED=N` replays the random moments of the kill test.
 
+mod common;
+use common::kv::{kv_cli, status, EXE};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +25,6 @@ use tunstack::kv::lincheck::{check, CheckResult, KvInput, KvOutput, Operation};
 use tunstack::kv::server::{self, ClusterSpec, KvReply};
 use tunstack::netns::test_in_new_netns as in_netns;
 use tunstack::rng::Rng;
-
-const EXE: &str = env!("CARGO_BIN_EXE_tunstack");
 
 /// Node processes of one cluster directory; every node (also ones added later) is killed, the
 /// partitions removed and the directory deleted on drop.
@@ -120,13 +120,6 @@ impl Drop for Procs {
         }
         let _ = server::heal(&self.dir, None);
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn status(addr: SocketAddrV4) -> Option<serde_json::Value> {
-    match http_call(addr, "GET", "/status", &[], None, Duration::from_secs(2)) {
-        Ok((200, b)) => serde_json::from_slice(&b).ok(),
-        _ => None,
     }
 }
 
@@ -418,23 +411,6 @@ fn sequential_session_never_reads_backwards_across_real_failovers() {
         assert!(reads > 50, "too few reads: {reads}");
         assert!(servers.len() >= 2, "the session never moved: {servers:?}");
     });
-}
-
-fn kv_cli(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(EXE)
-        .arg("kv")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .expect("run tunstack kv");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "tunstack kv {args:?} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 #[test]

@@ -321,6 +321,24 @@ mod tests {
         m
     }
 
+    /// A well-formed raft frame carrying `m` from node `from`.
+    fn frame(from: u64, m: &Message) -> Vec<u8> {
+        use crate::kv::clock::VectorClock;
+        use crate::kv::msg::{Frame, FrameKind};
+        use protobuf::Message as _;
+        let mut vc = Vec::new();
+        VectorClock::new().encode(&mut vc);
+        Frame {
+            kind: FrameKind::Raft,
+            sender: from,
+            lamport: 0,
+            event: 0,
+            vclock: vc,
+            body: m.write_to_bytes().unwrap(),
+        }
+        .encode()
+    }
+
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
             index,
@@ -541,12 +559,9 @@ mod tests {
     /// the commit index) and the store, whose first index is now 3, refused it: the node failed.
     #[test]
     fn snapshot_contradicting_a_committed_entry_or_above_its_message_term_is_refused() {
-        use crate::kv::clock::VectorClock;
-        use crate::kv::msg::{Frame, FrameKind};
         use crate::kv::node::{Node, NodeConfig};
         use crate::kv::storage::MemLog;
         use crate::time::Instant;
-        use protobuf::Message as _;
 
         let snap = |term: u64, index: u64, snap_term: u64| {
             let mut m = msg(MessageType::MsgSnapshot, term);
@@ -585,19 +600,6 @@ mod tests {
         assert_eq!(check(&snap(4, 9, 4), &l, 4), Ok(()), "past our commit");
 
         // The node: the fuzz target's two snapshots (the first with a sane term).
-        let frame = |m: &Message| {
-            let mut vc = Vec::new();
-            VectorClock::new().encode(&mut vc);
-            Frame {
-                kind: FrameKind::Raft,
-                sender: 2,
-                lamport: 0,
-                event: 0,
-                vclock: vc,
-                body: m.write_to_bytes().unwrap(),
-            }
-            .encode()
-        };
         let voters = vec![1, 2, 3];
         let now = Instant::from_secs(1);
         let mut node = Node::new(
@@ -607,12 +609,12 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        node.on_frame(2, &frame(&snap(12, 2, 12)), now);
+        node.on_frame(2, &frame(2, &snap(12, 2, 12)), now);
         node.poll(now, &mut out);
         assert_eq!(node.failed(), None);
         assert_eq!(node.counters().snapshots_installed, 1);
         for m in [snap(23, 2, 23), snap(23, 1, 30)] {
-            node.on_frame(2, &frame(&m), now);
+            node.on_frame(2, &frame(2, &m), now);
             node.poll(now, &mut out);
             assert_eq!(node.failed(), None, "{m:?}");
         }
@@ -625,26 +627,12 @@ mod tests {
     /// Now each is counted and dropped, and the node goes on to lead the cluster.
     #[test]
     fn malformed_raft_messages_from_a_member_do_not_fail_the_node() {
-        use crate::kv::clock::VectorClock;
-        use crate::kv::msg::{Frame, FrameKind};
+        use crate::kv::msg::Frame;
         use crate::kv::node::{Node, NodeConfig, Output};
         use crate::kv::storage::MemLog;
         use crate::time::{Duration, Instant};
         use protobuf::Message as _;
 
-        let frame = |from: u64, m: &Message| {
-            let mut vc = Vec::new();
-            VectorClock::new().encode(&mut vc);
-            Frame {
-                kind: FrameKind::Raft,
-                sender: from,
-                lamport: 0,
-                event: 0,
-                vclock: vc,
-                body: m.write_to_bytes().unwrap(),
-            }
-            .encode()
-        };
         let mut bad = Vec::new();
         let mut hb = msg(MessageType::MsgHeartbeat, 1);
         hb.commit = 100; // raft: "to_commit 100 is out of range [last_index 0]"

@@ -10,6 +10,8 @@ use tunstack::netns;
 use tunstack::rng::Rng;
 use tunstack::up::{self, Up, UpOptions};
 
+pub mod kv;
+
 /// The kernel side and the stack, the defaults of `tunstack up`.
 pub const KERNEL: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 pub const STACK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
