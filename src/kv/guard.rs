@@ -339,6 +339,17 @@ mod tests {
         .encode()
     }
 
+    /// Node 1 of voters 1, 2 and 3, on an empty in-memory log.
+    fn node_1_of_3(now: crate::time::Instant) -> crate::kv::node::Node<crate::kv::storage::MemLog> {
+        let voters = vec![1, 2, 3];
+        crate::kv::node::Node::new(
+            crate::kv::node::NodeConfig::new(1, voters.clone()),
+            crate::kv::storage::MemLog::new_with_voters(&voters),
+            now,
+        )
+        .unwrap()
+    }
+
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
             index,
@@ -559,8 +570,6 @@ mod tests {
     /// the commit index) and the store, whose first index is now 3, refused it: the node failed.
     #[test]
     fn snapshot_contradicting_a_committed_entry_or_above_its_message_term_is_refused() {
-        use crate::kv::node::{Node, NodeConfig};
-        use crate::kv::storage::MemLog;
         use crate::time::Instant;
 
         let snap = |term: u64, index: u64, snap_term: u64| {
@@ -600,14 +609,8 @@ mod tests {
         assert_eq!(check(&snap(4, 9, 4), &l, 4), Ok(()), "past our commit");
 
         // The node: the fuzz target's two snapshots (the first with a sane term).
-        let voters = vec![1, 2, 3];
         let now = Instant::from_secs(1);
-        let mut node = Node::new(
-            NodeConfig::new(1, voters.clone()),
-            MemLog::new_with_voters(&voters),
-            now,
-        )
-        .unwrap();
+        let mut node = node_1_of_3(now);
         let mut out = Vec::new();
         node.on_frame(2, &frame(2, &snap(12, 2, 12)), now);
         node.poll(now, &mut out);
@@ -628,8 +631,7 @@ mod tests {
     #[test]
     fn malformed_raft_messages_from_a_member_do_not_fail_the_node() {
         use crate::kv::msg::Frame;
-        use crate::kv::node::{Node, NodeConfig, Output};
-        use crate::kv::storage::MemLog;
+        use crate::kv::node::Output;
         use crate::time::{Duration, Instant};
         use protobuf::Message as _;
 
@@ -662,14 +664,8 @@ mod tests {
         snap.mut_snapshot().data = b"not a state machine".to_vec().into();
         bad.push(snap); // the node: "bad state machine snapshot"
 
-        let voters = vec![1, 2, 3];
         let mut now = Instant::from_secs(1);
-        let mut node = Node::new(
-            NodeConfig::new(1, voters.clone()),
-            MemLog::new_with_voters(&voters),
-            now,
-        )
-        .unwrap();
+        let mut node = node_1_of_3(now);
         let mut out = Vec::new();
         for (i, m) in bad.iter().enumerate() {
             node.on_frame(2, &frame(2, m), now);
