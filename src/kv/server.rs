@@ -732,6 +732,18 @@ pub struct KvApi<N: Network> {
     pub http_addr: String,
 }
 
+impl<N: Network> KvApi<N> {
+    /// A request this node could not parse: `status` with the reason as JSON.
+    fn refusal(&self, status: u16, msg: String) -> HttpResponse {
+        let r = KvReply {
+            served_by: self.server.id(),
+            error: Some(msg),
+            ..KvReply::default()
+        };
+        json_response(status, &r)
+    }
+}
+
 impl<N: Network> Handler for KvApi<N> {
     fn handle(&self, req: &HttpRequest, body: &mut dyn Read) -> io::Result<HttpResponse> {
         let path = req.path.as_str();
@@ -769,14 +781,7 @@ impl<N: Network> Handler for KvApi<N> {
             let request = match parse_member_request(&req.method, rest, req.query.as_deref(), &hdr)
             {
                 Ok(r) => r,
-                Err((status, msg)) => {
-                    let r = KvReply {
-                        served_by: self.server.id(),
-                        error: Some(msg),
-                        ..KvReply::default()
-                    };
-                    return Ok(json_response(status, &r));
-                }
+                Err((status, msg)) => return Ok(self.refusal(status, msg)),
             };
             let resp = self.server.request(request);
             let (status, r) = kv_reply("", &resp);
@@ -791,14 +796,7 @@ impl<N: Network> Handler for KvApi<N> {
         let parsed = parse_kv_request(&req.method, path, req.query.as_deref(), &hdr, data);
         let request = match parsed {
             Ok(r) => r,
-            Err((status, msg)) => {
-                let r = KvReply {
-                    served_by: self.server.id(),
-                    error: Some(msg),
-                    ..KvReply::default()
-                };
-                return Ok(json_response(status, &r));
-            }
+            Err((status, msg)) => return Ok(self.refusal(status, msg)),
         };
         let key = match &request.op {
             Op::Put { key, .. }
