@@ -270,6 +270,9 @@ pub fn ss_json(conns: &[ConnRow]) -> String {
                 "bytes_received": st.bytes_received,
                 "segs_in": st.segs_in,
                 "segs_out": st.segs_out,
+                "rcv_rtt_ms": ms(st.rcv_rtt),
+                "recv_buffer": st.recv_buffer,
+                "send_buffer": st.send_buffer,
             })
         })
         .collect();

@@ -27,6 +27,23 @@ impl RingBuffer {
         self.storage.len()
     }
 
+    /// Enlarge to `capacity` bytes (a no-op if not larger), keeping the
+    /// queued bytes and anything written past them (`write_unallocated`)
+    /// at the same offsets: buffer auto-tuning grows a live connection's
+    /// buffers this way. One copy of the old storage, made linear.
+    pub fn grow(&mut self, capacity: usize) {
+        let old = self.storage.len();
+        if capacity <= old {
+            return;
+        }
+        let mut storage = vec![0; capacity].into_boxed_slice();
+        let (front, back) = self.storage.split_at(self.read_at);
+        storage[..back.len()].copy_from_slice(back);
+        storage[back.len()..old].copy_from_slice(front);
+        self.storage = storage;
+        self.read_at = 0;
+    }
+
     /// Bytes queued.
     pub fn len(&self) -> usize {
         self.len
@@ -265,14 +282,23 @@ mod tests {
     fn random_ops_match_vecdeque_model() {
         let mut rng = Rng::new(0x5eed_b0ff);
         for round in 0..20 {
-            let cap = rng.gen_range(1, 40) as usize;
+            let mut cap = rng.gen_range(1, 40) as usize;
             let mut b = RingBuffer::new(cap);
             let mut model: VecDeque<u8> = VecDeque::new();
             // Bytes beyond the readable ones: model_un[i] is offset i past the end.
             let mut model_un: Vec<Option<u8>> = vec![None; cap];
             for op in 0..1000 {
                 let ctx = format!("round {round} op {op} cap {cap}");
-                match rng.gen_range(0, 7) {
+                match rng.gen_range(0, 8) {
+                    7 => {
+                        // Auto-tuning: grow now and then (rarely, so the
+                        // buffer still fills and wraps at each size).
+                        if rng.gen_range(0, 50) == 0 {
+                            cap += rng.gen_range(0, 8) as usize;
+                            b.grow(cap);
+                            model_un.resize(cap, None);
+                        }
+                    }
                     0 => {
                         let n = rng.gen_range(0, cap as u64 + 5) as usize;
                         let mut data = vec![0u8; n];

@@ -86,6 +86,47 @@ enum Out {
     Probe,
 }
 
+/// Receive-buffer auto-tuning state, after Linux's dynamic right-sizing
+/// (`tcp_rcv_rtt_measure` and `tcp_rcv_space_adjust`; Fisk and Feng,
+/// "Dynamic right-sizing in TCP", 2001): once per receive-side round trip,
+/// compare what the application read with what the buffer offers.
+#[derive(Debug)]
+struct RcvSpace {
+    /// The receiver's RTT: the shortest time from an ACK advertising a
+    /// window's right edge to the arrival of the data that fills it (a
+    /// sender limited by our window needs one RTT for it; otherwise it
+    /// takes longer, hence the minimum; Linux times one window of data
+    /// from a data segment instead). It needs no timestamps, whose
+    /// millisecond clock cannot time a TUN's sub-ms RTT.
+    rtt: Option<Duration>,
+    /// The sample in progress: the right edge an ACK we sent advertised,
+    /// and when we sent it. Data up to that edge cannot arrive sooner than
+    /// one round trip later, even in bursts that a device batch receives
+    /// at once.
+    mark: Option<(SeqNum, Instant)>,
+    /// Bytes the application has read, in all.
+    copied: u64,
+    /// `copied` when this round trip began, and when.
+    epoch_copied: u64,
+    epoch_at: Instant,
+    /// Bytes read in the last round trip that grew the buffer (Linux
+    /// rcvq_space.space; it starts at the first window).
+    space: usize,
+}
+
+impl RcvSpace {
+    fn new(now: Instant, space: usize) -> RcvSpace {
+        RcvSpace {
+            rtt: None,
+            mark: None,
+            copied: 0,
+            epoch_copied: 0,
+            epoch_at: now,
+            space,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Tcb {
     local: SocketAddrV4,
@@ -138,6 +179,8 @@ pub struct Tcb {
     rcv_unacked: usize,
     /// Offset (from RCV.NXT) of the most recent out-of-order segment, for SACK ordering.
     last_ooo: Option<SeqNum>,
+    /// Receive-buffer auto-tuning (see [`Tcb::tune_rcv_buf`]).
+    drs: RcvSpace,
 
     // ----- options -----
     /// Both SYNs carried window scale (RFC 7323 §2.2).
@@ -226,14 +269,6 @@ pub struct Tcb {
     stats: TcpStats,
 }
 
-fn pick_wscale(buffer: usize) -> u8 {
-    let mut s = 0u8;
-    while s < 14 && (buffer >> s) > MAX_WINDOW_UNSCALED {
-        s += 1;
-    }
-    s
-}
-
 impl Tcb {
     fn new(
         config: &TcpConfig,
@@ -269,7 +304,7 @@ impl Tcb {
             rcv_nxt: SeqNum(0),
             rcv_adv: SeqNum(0),
             rcv_wscale: if config.window_scaling {
-                pick_wscale(config.recv_buffer)
+                config.our_wscale()
             } else {
                 0
             },
@@ -280,6 +315,9 @@ impl Tcb {
             rcv_mss: mss.min(DEFAULT_MSS),
             rcv_unacked: 0,
             last_ooo: None,
+            // Linux tcp_init_buffer_space: the first window, ten segments,
+            // at most what a SYN can offer unscaled.
+            drs: RcvSpace::new(now, (10 * mss).min(MAX_WINDOW_UNSCALED)),
             ws_ok: false,
             sack_ok: false,
             sb: Scoreboard::new(isn),
@@ -819,6 +857,7 @@ impl Tcb {
         let acked = ack - self.snd_una;
         // Sequence space acknowledged, less our SYN (not data for the window).
         let cc_acked = acked - (self.snd_una == self.iss) as usize;
+        self.tune_send_buf(flight_before);
         if ack > self.snd_buf_seq {
             let n = (ack - self.snd_buf_seq).min(self.send_buf.len());
             self.send_buf.dequeue_allocated(n);
@@ -957,6 +996,7 @@ impl Tcb {
                 let n = written + extra;
                 self.rcv_nxt += n;
                 self.stats.bytes_received += n as u64;
+                self.tune_rcv_buf(now);
                 self.rcv_unacked += n;
                 self.rcv_mss = self.rcv_mss.max(payload.len().min(self.cfg.mss as usize));
                 if had_holes || self.rcv_unacked >= 2 * self.rcv_mss {
@@ -1653,7 +1693,7 @@ impl Tcb {
     /// The window field for an ACK now, updating RCV.ADV: free buffer space,
     /// grown only in steps of min(MSS, buffer/2) (receiver SWS avoidance,
     /// §3.8.6.2.2) and never moving the right edge left.
-    fn window_for_ack(&mut self) -> u16 {
+    fn window_for_ack(&mut self, now: Instant) -> u16 {
         let ws = self.rcv_wscale;
         let max_edge = self.rcv_nxt + self.rcv_buf.window().min(1 << 30);
         let threshold = self.sws_threshold();
@@ -1675,6 +1715,9 @@ impl Tcb {
         }
         .min(MAX_WINDOW_UNSCALED);
         let adv = self.rcv_nxt + (field << ws);
+        if self.drs.mark.is_none() && adv > self.rcv_nxt {
+            self.drs.mark = Some((adv, now));
+        }
         if adv > self.rcv_adv {
             self.rcv_adv = adv;
         }
@@ -1715,7 +1758,7 @@ impl Tcb {
             }
             w as u16
         } else if s.ack {
-            self.window_for_ack()
+            self.window_for_ack(now)
         } else {
             0
         };
@@ -1845,6 +1888,7 @@ impl Tcb {
                 return Ok(0);
             }
             let n = self.rcv_buf.dequeue_slice(buf);
+            self.drs.copied += n as u64;
             self.maybe_window_update();
             return Ok(n);
         }
@@ -1861,6 +1905,62 @@ impl Tcb {
             | State::FinWait1
             | State::FinWait2 => Err(TcpError::WouldBlock),
             _ => Err(TcpError::NotConnected),
+        }
+    }
+
+    /// Receive-buffer auto-tuning (Linux `tcp_rcv_space_adjust`), run as
+    /// in-order data arrives: measure the receive-side RTT, and once per
+    /// RTT, if the application read more than in the last growing round
+    /// trip, size the buffer for twice that plus sixteen segments (more if
+    /// the rate is still climbing: the sender may be in slow start), up to
+    /// `recv_buffer_max`. A slow reader never reads a buffer's worth per
+    /// RTT, so its buffer stays as it is.
+    fn tune_rcv_buf(&mut self, now: Instant) {
+        let d = &mut self.drs;
+        if let Some((end, at)) = d.mark {
+            if self.rcv_nxt >= end {
+                let sample = now - at;
+                if sample > Duration::ZERO && d.rtt.is_none_or(|r| sample < r) {
+                    d.rtt = Some(sample);
+                }
+                d.mark = None;
+            }
+        }
+        let max = self.cfg.recv_buffer_max;
+        let Some(rtt) = d.rtt else { return };
+        if now - d.epoch_at < rtt {
+            return;
+        }
+        let copied = (d.copied - d.epoch_copied) as usize;
+        if copied > d.space {
+            let space = d.space.max(1);
+            let mss = self.cfg.mss as usize;
+            let win = 2 * copied + 16 * mss;
+            let more = (win as u128 * (copied - space) as u128 / space as u128) as usize;
+            let want = win.saturating_add(2 * more).min(max);
+            if want > self.rcv_buf.capacity() {
+                self.rcv_buf.grow(want.next_power_of_two().min(max));
+                self.stats.recv_buffer_grown += 1;
+            }
+            d.space = copied;
+        }
+        d.epoch_copied = d.copied;
+        d.epoch_at = now;
+    }
+
+    /// Send-buffer auto-tuning (Linux `tcp_should_expand_sndbuf`): an ACK
+    /// that finds the send buffer full while the congestion window and the
+    /// peer's window both allow more than is in flight means the buffer is
+    /// the limit; double it, up to `send_buffer_max`.
+    fn tune_send_buf(&mut self, flight_before: usize) {
+        let cap = self.send_buf.capacity();
+        let max = self.cfg.send_buffer_max;
+        if cap >= max || !self.send_buf.is_full() {
+            return;
+        }
+        if flight_before < self.cwnd() && flight_before < self.snd_wnd {
+            self.send_buf.grow((2 * cap).min(max));
+            self.stats.send_buffer_grown += 1;
         }
     }
 
@@ -2039,6 +2139,9 @@ impl Tcb {
         s.rcv_wnd = self.rcv_adv - self.rcv_nxt;
         s.snd_wscale = self.snd_wscale;
         s.rcv_wscale = self.rcv_wscale;
+        s.send_buffer = self.send_buf.capacity();
+        s.recv_buffer = self.rcv_buf.capacity();
+        s.rcv_rtt = self.drs.rtt;
         s
     }
 }

@@ -121,10 +121,22 @@ impl From<TcpError> for std::io::Error {
 pub struct TcpConfig {
     /// MSS we advertise and the ceiling for what we send (the stack derives it from the MTU: MTU - 40).
     pub mss: u16,
-    /// Receive buffer size in bytes (bounds the advertised window).
+    /// Receive buffer size in bytes at the start of a connection (bounds the
+    /// advertised window; Linux tcp_rmem[1] is 128 KiB).
     pub recv_buffer: usize,
-    /// Send buffer size in bytes.
+    /// Receive-buffer auto-tuning ceiling (Linux tcp_rmem[2], 6 MiB): the
+    /// buffer grows while the application reads more per round trip than
+    /// it holds (dynamic right-sizing, see `Tcb::tune_rcv_buf`). At or
+    /// below `recv_buffer`, the buffer keeps its size. The window scale
+    /// offered in the SYN is chosen for this size.
+    pub recv_buffer_max: usize,
+    /// Send buffer size in bytes at the start of a connection.
     pub send_buffer: usize,
+    /// Send-buffer auto-tuning ceiling (Linux tcp_wmem[2], 4 MiB): a full
+    /// send buffer doubles when an ACK finds the congestion window and the
+    /// peer's window larger than what is in flight (see
+    /// `Tcb::tune_send_buf`). At or below `send_buffer`, no growth.
+    pub send_buffer_max: usize,
     /// Offer/accept window scaling (RFC 7323 §2).
     pub window_scaling: bool,
     /// Disable Nagle's algorithm (like TCP_NODELAY). Default false: Nagle on.
@@ -168,12 +180,27 @@ pub struct TcpConfig {
     pub max_send_segment: usize,
 }
 
+impl TcpConfig {
+    /// The window-scale shift we offer (RFC 7323 §2.3): the smallest that
+    /// lets the largest receive buffer auto-tuning may reach be advertised.
+    pub fn our_wscale(&self) -> u8 {
+        let most = self.recv_buffer.max(self.recv_buffer_max);
+        let mut s = 0u8;
+        while s < 14 && (most >> s) > 65535 {
+            s += 1;
+        }
+        s
+    }
+}
+
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             mss: 1460,
             recv_buffer: 256 * 1024,
+            recv_buffer_max: 4 * 1024 * 1024,
             send_buffer: 256 * 1024,
+            send_buffer_max: 4 * 1024 * 1024,
             window_scaling: true,
             nodelay: false,
             delayed_ack: Some(Duration::from_millis(40)),
@@ -243,6 +270,15 @@ pub struct TcpStats {
     pub tail_loss_probes: u64,
     /// Retransmissions found lost and sent again during SACK recovery.
     pub lost_retransmits: u64,
+    /// Send and receive buffer sizes now (auto-tuning grows them; ss's
+    /// `skmem` tb and rb).
+    pub send_buffer: usize,
+    pub recv_buffer: usize,
+    /// Times auto-tuning grew the receive / send buffer.
+    pub recv_buffer_grown: u64,
+    pub send_buffer_grown: u64,
+    /// The receive-side RTT buffer auto-tuning uses (ss's `rcv_rtt`).
+    pub rcv_rtt: Option<Duration>,
 }
 
 impl fmt::Display for TcpStats {
@@ -254,7 +290,7 @@ impl fmt::Display for TcpStats {
         };
         write!(
             f,
-            "{} {} wscale:{},{} rto:{:.0} rtt:{}/{} mss:{} cwnd:{} ssthresh:{} bytes_sent:{} bytes_acked:{} bytes_received:{} segs_out:{} segs_in:{} unacked:{} retrans:{} fast_retrans:{} rto_exp:{} dupacks:{} snd_wnd:{} rcv_wnd:{}",
+            "{} {} wscale:{},{} rto:{:.0} rtt:{}/{} mss:{} cwnd:{} ssthresh:{} bytes_sent:{} bytes_acked:{} bytes_received:{} segs_out:{} segs_in:{} unacked:{} retrans:{} fast_retrans:{} rto_exp:{} dupacks:{} snd_wnd:{} rcv_wnd:{} rcv_rtt:{} skmem:(rb{},tb{})",
             self.state.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
             self.cc,
             self.snd_wscale,
@@ -277,6 +313,9 @@ impl fmt::Display for TcpStats {
             self.dup_acks,
             self.snd_wnd,
             self.rcv_wnd,
+            ms(self.rcv_rtt),
+            self.recv_buffer,
+            self.send_buffer,
         )
     }
 }

@@ -197,16 +197,6 @@ impl SynCookies {
     }
 }
 
-/// The window-scale shift a TCB with `config` offers (as `Tcb::new` picks
-/// it: the smallest that lets the receive buffer be advertised).
-pub fn our_wscale(config: &TcpConfig) -> u8 {
-    let mut s = 0u8;
-    while s < 14 && (config.recv_buffer >> s) > 65535 {
-        s += 1;
-    }
-    s
-}
-
 /// The stateless SYN-ACK for `syn`: `<SEQ=cookie><ACK=SYN.SEQ+1><CTL=SYN,ACK>`
 /// with our MSS, and window scale / SACK-permitted only where the cookie
 /// records the peer's offer (what the TCB rebuilt from it will use).
@@ -235,7 +225,7 @@ pub fn syn_ack(
         window: first_flight_window(config, data),
         options: TcpOptions {
             mss: Some(config.mss),
-            window_scale: ws.map(|_| our_wscale(config)),
+            window_scale: ws.map(|_| config.our_wscale()),
             sack_permitted: data.sack && config.sack,
             ..TcpOptions::default()
         },
@@ -435,7 +425,7 @@ mod tests {
         let sa = syn_ack(&cfg(), &syn, SeqNum(9999), d);
         assert!(sa.syn && sa.ack == Some(SeqNum(501)) && sa.seq == SeqNum(9999));
         assert_eq!(sa.options.mss, Some(1460));
-        assert_eq!(sa.options.window_scale, Some(our_wscale(&cfg())));
+        assert_eq!(sa.options.window_scale, Some(cfg().our_wscale()));
         assert!(sa.options.sack_permitted);
         assert_eq!(sa.options.timestamps, None, "timestamps are not encoded");
         assert_eq!(
@@ -465,7 +455,7 @@ mod tests {
         assert_eq!(st.snd_wscale, 7);
         assert_eq!(
             st.rcv_wscale,
-            our_wscale(&cfg()),
+            cfg().our_wscale(),
             "matches the SYN-ACK's offer"
         );
         assert_eq!(st.snd_wnd, 128_000);
