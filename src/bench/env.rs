@@ -9,6 +9,45 @@ use std::io::{self, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The kernel's TCP congestion control on every kernel socket the
+/// benchmark's bulk transfers use: CUBIC, Linux's default and tunstack's, so that kernel and stack
+/// are compared algorithm for algorithm (a host whose default is BBR
+/// would otherwise give the kernel's figures under loss, which BBR does
+/// not take as congestion, to a different algorithm).
+pub const KERNEL_CC: &str = "cubic";
+
+/// Make `sock` (a kernel TCP socket of the benchmark's) use [`KERNEL_CC`]
+/// (`TCP_CONGESTION`; root may pick any algorithm the kernel has, while a
+/// namespace's default may only be one of the host's allowed ones).
+pub fn pin_kernel_cc(sock: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let name = KERNEL_CC.as_bytes();
+    // SAFETY: the option value points at `name` for the length given.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot set the kernel socket's congestion control to {KERNEL_CC}: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The host's default congestion control (for the table's header).
+pub fn host_cc() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Drop `percent`% of the packets in each direction on device `dev`
 /// (kernel side), with nftables `numgen random mod 100 < N drop` rules in
 /// the prerouting (device → kernel) and postrouting (kernel → device) hooks

@@ -107,6 +107,7 @@ pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
             &SocketAddrV4::new(ADDR_B, PORT).into(),
             Duration::from_secs(10),
         )?;
+        env::pin_kernel_cc(&k)?;
         k.set_write_timeout(Some(TICK))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();

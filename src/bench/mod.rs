@@ -470,11 +470,13 @@ impl Report {
         if let Some(o) = &self.options {
             let _ = writeln!(
                 t,
-                "tunstack bench{}: clean transfers {} MB (median of {}), lossy transfers {} s, loss = nftables `numgen random mod 100 < N drop` both ways on the kernel side of the device\n",
+                "tunstack bench{}: clean transfers {} MB (median of {}), lossy transfers {} s, loss = nftables `numgen random mod 100 < N drop` both ways on the kernel side of the device; the kernel's sockets run {} (this host's default: {})\n",
                 if self.quick { " --quick" } else { "" },
                 o.volume / 1_000_000,
                 o.reps,
-                o.loss_time.as_secs()
+                o.loss_time.as_secs(),
+                env::KERNEL_CC,
+                env::host_cc()
             );
         }
         if !self.machine.is_empty() {

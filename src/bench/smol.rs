@@ -174,6 +174,7 @@ pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
                 &SocketAddrV4::new(STACK, PORT).into(),
                 Duration::from_secs(10),
             )?;
+            env::pin_kernel_cc(&k)?;
             k.set_read_timeout(Some(TICK))?;
             k.set_write_timeout(Some(TICK))?;
             match p.dir {
