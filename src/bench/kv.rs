@@ -53,8 +53,14 @@ pub const ATTEMPT_EVERY: Duration = Duration::from_millis(20);
 pub struct KvParams {
     /// Client counts of the write load.
     pub clients: Vec<usize>,
-    /// Duration of each write load.
+    /// Duration of each write load, per system.
     pub load_time: Duration,
+    /// Rounds each write load is cut into. The three systems take turns
+    /// round by round (stack, kernel, etcd, stack, ...) and each system's
+    /// figure is its median round, so a drift of the machine (a neighbour's
+    /// load, the disk's fsync latency) reaches all of them alike instead of
+    /// whichever one ran at the time.
+    pub rounds: usize,
     /// Leader kills per system.
     pub kills: usize,
     /// Reads per (level, node) pair.
@@ -67,7 +73,8 @@ impl KvParams {
     pub fn full() -> KvParams {
         KvParams {
             clients: vec![1, 8, 32],
-            load_time: Duration::from_secs(5),
+            load_time: Duration::from_secs(6),
+            rounds: 3,
             kills: 5,
             reads: 2000,
             exe: None,
@@ -77,6 +84,7 @@ impl KvParams {
         KvParams {
             clients: vec![1, 8, 32],
             load_time: Duration::from_millis(1500),
+            rounds: 1,
             kills: 3,
             reads: 300,
             exe: None,
@@ -874,22 +882,38 @@ fn read_latency(c: &Ours, reads: usize) -> io::Result<Vec<ReadLatency>> {
     Ok(out)
 }
 
-fn measure(c: &mut dyn Cluster, p: &KvParams) -> io::Result<System> {
-    let mut sys = System::default();
+/// The write loads of every client count on all of `cs`, in turns (see
+/// [`KvParams::rounds`]): one `Vec<WriteLoad>` per cluster, each load its
+/// median round by writes per second.
+fn interleaved_loads(cs: &mut [&mut dyn Cluster], p: &KvParams) -> io::Result<Vec<Vec<WriteLoad>>> {
+    let rounds = p.rounds.max(1);
+    let round_time = p.load_time / rounds as u32;
+    let mut out: Vec<Vec<WriteLoad>> = cs.iter().map(|_| Vec::new()).collect();
     for &clients in &p.clients {
-        let leader = c.leader(Duration::from_secs(30))?;
-        sys.loads.push(write_load(
-            c.kind(),
-            c.http(leader),
-            clients,
-            p.load_time,
-            &c.pids(),
-        )?);
+        let mut got: Vec<Vec<WriteLoad>> = cs.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, c) in cs.iter_mut().enumerate() {
+                let leader = c.leader(Duration::from_secs(30))?;
+                got[i].push(write_load(
+                    c.kind(),
+                    c.http(leader),
+                    clients,
+                    round_time,
+                    &c.pids(),
+                )?);
+            }
+        }
+        for (i, mut r) in got.into_iter().enumerate() {
+            r.sort_by(|a, b| a.per_sec().total_cmp(&b.per_sec()));
+            out[i].push(r.swap_remove(r.len() / 2));
+        }
     }
-    for _ in 0..p.kills {
-        sys.failovers_ms.push(failover(c)?);
-    }
-    Ok(sys)
+    Ok(out)
+}
+
+/// `kills` leader kills of `c`, ms from each kill to the first write served.
+fn failovers(c: &mut dyn Cluster, kills: usize) -> io::Result<Vec<f64>> {
+    (0..kills).map(|_| failover(c)).collect()
 }
 
 /// Everything, in a namespace of its own. `TUNSTACK_BENCH_KV_KILLS=N` overrides the number
@@ -910,20 +934,20 @@ fn bench_here(p: KvParams) -> io::Result<KvBench> {
         params: Some(p.clone()),
         ..KvBench::default()
     };
-    {
-        let mut c = Ours::start(false, p.exe.as_ref())?;
-        c.leader(Duration::from_secs(30))?;
-        r.reads = read_latency(&c, p.reads)?;
-        r.stack = measure(&mut c, &p)?;
+    // Read latency first, with only this cluster running; then all three
+    // run side by side (each on addresses of its own) for the write loads.
+    let mut stack = Ours::start(false, p.exe.as_ref())?;
+    stack.leader(Duration::from_secs(30))?;
+    r.reads = read_latency(&stack, p.reads)?;
+    let mut kernel = Ours::start(true, p.exe.as_ref())?;
+    let mut etcd = Etcd::start()?;
+    let mut loads = interleaved_loads(&mut [&mut stack, &mut kernel, &mut etcd], &p)?.into_iter();
+    for sys in [&mut r.stack, &mut r.kernel, &mut r.etcd] {
+        sys.loads = loads.next().unwrap_or_default();
     }
-    {
-        let mut c = Ours::start(true, p.exe.as_ref())?;
-        r.kernel = measure(&mut c, &p)?;
-    }
-    {
-        let mut c = Etcd::start()?;
-        r.etcd = measure(&mut c, &p)?;
-    }
+    r.stack.failovers_ms = failovers(&mut stack, p.kills)?;
+    r.kernel.failovers_ms = failovers(&mut kernel, p.kills)?;
+    r.etcd.failovers_ms = failovers(&mut etcd, p.kills)?;
     Ok(r)
 }
 
@@ -1027,8 +1051,9 @@ pub fn table(r: &Option<Result<KvBench, String>>) -> String {
     }
     let _ = writeln!(
         t,
-        "\nWrites: one keep-alive HTTP connection per client to the leader, 64-byte values, {} s per load (ours PUT /kv/KEY, etcd POST /v3/kv/put on its gateway); etcd at its defaults with mutual peer TLS, fsync on.",
-        b.params.as_ref().map_or(0.0, |p| p.load_time.as_secs_f64())
+        "\nWrites: one keep-alive HTTP connection per client to the leader, 64-byte values, {} s per load and system in {} rounds the three systems take in turn, each system's median round shown (ours PUT /kv/KEY, etcd POST /v3/kv/put on its gateway); etcd at its defaults with mutual peer TLS, fsync on.",
+        b.params.as_ref().map_or(0.0, |p| p.load_time.as_secs_f64()),
+        b.params.as_ref().map_or(1, |p| p.rounds)
     );
     t
 }
