@@ -9,7 +9,7 @@ use std::hash::Hasher;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use tunstack::rng::Rng;
 use tunstack::sim::{for_each_seed, LinkConfig, LinkStats, NodeId, Sim};
-use tunstack::stack::SocketHandle;
+use tunstack::stack::{SocketHandle, StackConfig};
 use tunstack::tcp::{State, TcpError, TcpStats};
 use tunstack::time::{Duration, Instant};
 
@@ -212,11 +212,28 @@ fn transfer(
     total: u64,
     link: LinkConfig,
     limit: Duration,
+    during: impl FnMut(&mut Sim, &Transfer),
+) -> Outcome {
+    transfer_with(seed, total, link, limit, |_| {}, during)
+}
+
+/// [`transfer`] with both hosts' stack configuration adjusted by `config`.
+fn transfer_with(
+    seed: u64,
+    total: u64,
+    link: LinkConfig,
+    limit: Duration,
+    config: impl Fn(&mut StackConfig),
     mut during: impl FnMut(&mut Sim, &Transfer),
 ) -> Outcome {
     let mut sim = Sim::new(seed);
-    let client = sim.add_host(CLIENT);
-    let server = sim.add_host(SERVER);
+    let host = |sim: &mut Sim, addr| {
+        let mut c = StackConfig::new(addr);
+        config(&mut c);
+        sim.add_node(c)
+    };
+    let client = host(&mut sim, CLIENT);
+    let server = host(&mut sim, SERVER);
     sim.link(client, server, link);
     let mut t = Transfer::start(&mut sim, client, server, seed, total);
     let start = sim.now();
@@ -273,11 +290,26 @@ fn min_segments(total: u64) -> u64 {
     total.div_ceil(1460)
 }
 
+/// Buffers fixed at 256 KiB (auto-tuning off, as `SO_RCVBUF` would set).
+fn fixed_buffers(c: &mut StackConfig) {
+    c.tcp.recv_buffer = 256 * 1024;
+    c.tcp.send_buffer = 256 * 1024;
+    c.tcp.recv_buffer_max = 0;
+    c.tcp.send_buffer_max = 0;
+}
+
 #[test]
 fn clean_link_fills_the_pipe() {
     for_each_seed("clean_link_fills_the_pipe", |seed| {
         let total = 20 * MB;
-        let o = transfer(seed, total, base_link(), Duration::from_secs(60), |_, _| {});
+        let o = transfer_with(
+            seed,
+            total,
+            base_link(),
+            Duration::from_secs(60),
+            fixed_buffers,
+            |_, _| {},
+        );
         // 20 MiB at 100 Mbit/s is 1.68 s on the wire (1.82 s measured with
         // slow start); a 256 KiB window covers the 20 ms RTT's 250 KB BDP.
         assert!(
@@ -294,6 +326,37 @@ fn clean_link_fills_the_pipe() {
             o.sender.retransmits, 0,
             "nothing to retransmit on a clean link"
         );
+    });
+}
+
+/// With auto-tuned buffers the window is no longer capped below the BDP
+/// plus the link's 256 KiB queue: slow start (no HyStart yet) overshoots
+/// it once, and the transfer still finishes about as fast, with both
+/// buffers grown past their first size.
+#[test]
+fn clean_link_with_autotuned_buffers() {
+    for_each_seed("clean_link_with_autotuned_buffers", |seed| {
+        let total = 20 * MB;
+        let mut rcv_buf = 0;
+        let o = transfer(
+            seed,
+            total,
+            base_link(),
+            Duration::from_secs(60),
+            |sim, t| {
+                if let Some(st) = t.accepted.and_then(|h| sim.stack(t.server).tcp_stats(h)) {
+                    rcv_buf = rcv_buf.max(st.recv_buffer);
+                }
+            },
+        );
+        assert!(
+            o.elapsed < Duration::from_millis(2500),
+            "took {:?}",
+            o.elapsed
+        );
+        assert!(o.sender.send_buffer > 256 * 1024, "{}", o.sender);
+        assert!(rcv_buf > 256 * 1024, "receive buffer stayed at {rcv_buf}");
+        assert!(o.sender.rto_expirations <= 1, "{}", o.sender);
     });
 }
 
