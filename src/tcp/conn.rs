@@ -31,6 +31,7 @@
 
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
+use super::cc::hystart::{self, HyStart};
 use super::cc::{self, CongestionControl};
 use super::rtt::RttEstimator;
 use super::sack::{NextSeg, Scoreboard, DUP_THRESH};
@@ -222,6 +223,8 @@ pub struct Tcb {
 
     // ----- congestion control / recovery -----
     cc: Box<dyn CongestionControl>,
+    /// HyStart++ (RFC 9406) for the initial slow start, if configured.
+    hystart: Option<HyStart>,
     dup_acks: u32,
     in_recovery: bool,
     /// RFC 6582 "recover" (exclusive: SND.MAX when recovery or an RTO began).
@@ -340,6 +343,7 @@ impl Tcb {
             probes_out: 0,
             keepalive_sent: 0,
             cc: cc::new_controller(config.cc, mss, now),
+            hystart: config.hystart.then(HyStart::new),
             dup_acks: 0,
             in_recovery: false,
             recover: None,
@@ -752,6 +756,9 @@ impl Tcb {
         // RecoveryPoint = HighData (exclusive here: SND.MAX).
         self.recover = Some(self.snd_max);
         self.cc.on_congestion_event(now, flight);
+        if let Some(h) = self.hystart.as_mut() {
+            h.stop();
+        }
         self.inflation = if self.sack_ok { 0 } else { 3 * self.snd_mss };
         self.sb.high_rxt = self.snd_una;
         self.sb.rescue_rxt = None;
@@ -884,11 +891,20 @@ impl Tcb {
         if self.snd_nxt < ack {
             self.snd_nxt = ack;
         }
+        // This ACK's RTT for HyStart++, which wants one per ACK: the echoed
+        // timestamp's (millisecond clock), or the timed segment's.
+        let max_ms = self.cfg.rto_max.as_millis() as u64;
+        let mut ack_rtt = tsecr
+            .filter(|&e| self.ts_ok && e != 0)
+            .map(|ecr| self.ts_val(now).wrapping_sub(ecr))
+            .filter(|&d| (d as i32) >= 0 && u64::from(d) <= max_ms)
+            .map(|d| Duration::from_millis(u64::from(d)));
         // Karn: the timed segment was never retransmitted (a retransmission clears it).
         if let Some((end, sent)) = self.rtt_sample {
             if ack >= end {
                 self.rtt.sample(now - sent);
                 self.rtt_sample = None;
+                ack_rtt = ack_rtt.or(Some(now - sent));
             }
         } else if let Some(ecr) = tsecr.filter(|&e| self.ts_ok && e != 0) {
             // RFC 7323 §4.1 RTTM: no segment is being timed (a
@@ -897,7 +913,6 @@ impl Tcb {
             // the receiver echoes the TSval of the segment that advanced
             // its window. Scaled by the samples per window (Appendix G).
             let d = self.ts_val(now).wrapping_sub(ecr);
-            let max_ms = self.cfg.rto_max.as_millis() as u64;
             if (d as i32) >= 0 && u64::from(d) <= max_ms {
                 let expected = flight_before.div_ceil(2 * self.snd_mss).max(1);
                 self.rtt
@@ -931,7 +946,22 @@ impl Tcb {
             } else {
                 flight_before + self.snd_mss < cwnd
             };
-            self.cc.on_ack(now, cc_acked, self.rtt.srtt(), app_limited);
+            let mut grow = cc_acked;
+            if cwnd < self.cc.ssthresh() {
+                let snd_nxt = self.snd_nxt;
+                match self
+                    .hystart
+                    .as_mut()
+                    .map(|h| h.on_ack(ack, snd_nxt, ack_rtt))
+                {
+                    Some(hystart::Phase::Conservative) => {
+                        grow = cc_acked.div_ceil(hystart::CSS_GROWTH_DIVISOR);
+                    }
+                    Some(hystart::Phase::Exit) => self.cc.end_slow_start(),
+                    Some(hystart::Phase::SlowStart) | None => {}
+                }
+            }
+            self.cc.on_ack(now, grow, self.rtt.srtt(), app_limited);
         }
         if !self.in_recovery {
             if let Some(r) = self.recover {
@@ -1216,6 +1246,9 @@ impl Tcb {
         if !syn_state {
             let flight = self.snd_max - self.snd_una;
             self.cc.on_retransmission_timeout(now, flight);
+            if let Some(h) = self.hystart.as_mut() {
+                h.stop();
+            }
             self.recover = Some(self.snd_max);
         }
         self.in_recovery = false;
@@ -2142,6 +2175,9 @@ impl Tcb {
         s.send_buffer = self.send_buf.capacity();
         s.recv_buffer = self.rcv_buf.capacity();
         s.rcv_rtt = self.drs.rtt;
+        if let Some(h) = &self.hystart {
+            (s.hystart_css, s.hystart_exits) = (h.css_entries(), h.exits());
+        }
         s
     }
 }

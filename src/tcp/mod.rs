@@ -145,6 +145,11 @@ pub struct TcpConfig {
     pub delayed_ack: Option<Duration>,
     /// Congestion control algorithm.
     pub cc: CcAlgorithm,
+    /// HyStart++ (RFC 9406) in the initial slow start: leave it when the
+    /// RTT rises (a queue filling) instead of at the first loss (Linux's
+    /// CUBIC runs HyStart too). Its RTT floor of 4 ms keeps it out of the
+    /// way on a TUN, whose RTTs are below that.
+    pub hystart: bool,
     /// Initial RTO (RFC 6298 §2.1: 1 s).
     pub rto_initial: Duration,
     /// RTO floor. RFC 6298 says 1 s; Linux uses 200 ms, as do we.
@@ -205,6 +210,7 @@ impl Default for TcpConfig {
             nodelay: false,
             delayed_ack: Some(Duration::from_millis(40)),
             cc: CcAlgorithm::Cubic,
+            hystart: true,
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(120),
@@ -279,6 +285,10 @@ pub struct TcpStats {
     pub send_buffer_grown: u64,
     /// The receive-side RTT buffer auto-tuning uses (ss's `rcv_rtt`).
     pub rcv_rtt: Option<Duration>,
+    /// HyStart++: times Conservative Slow Start began, and slow starts it
+    /// ended before any loss (0 or 1: only the initial slow start).
+    pub hystart_css: u32,
+    pub hystart_exits: u32,
 }
 
 impl fmt::Display for TcpStats {

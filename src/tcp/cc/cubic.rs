@@ -207,6 +207,11 @@ impl CongestionControl for Cubic {
         self.w_max = 0.0;
         self.set_cwnd(self.mss as f64);
     }
+    /// RFC 9406 §4.2 with CUBIC: ssthresh = cwnd; the first congestion
+    /// avoidance epoch then starts at this window (W_max unset, K = 0).
+    fn end_slow_start(&mut self) {
+        self.ssthresh = self.cwnd;
+    }
     /// Keeps every window the same number of segments; a window still at the
     /// initial window becomes the new MSS's initial window.
     fn set_mss(&mut self, mss: usize) {

@@ -7,6 +7,7 @@
 //! congestion event or a retransmission timeout.
 
 pub mod cubic;
+pub mod hystart;
 pub mod reno;
 
 use crate::time::{Duration, Instant};
@@ -66,6 +67,10 @@ pub trait CongestionControl: fmt::Debug + Send {
 
     /// The MSS changed (after the handshake negotiated it).
     fn set_mss(&mut self, mss: usize);
+
+    /// End slow start without a loss (HyStart++, RFC 9406 §4.2): ssthresh
+    /// = cwnd, so the next ACKs grow the window by congestion avoidance.
+    fn end_slow_start(&mut self);
 }
 
 /// Build a congestion controller. The initial window follows RFC 6928

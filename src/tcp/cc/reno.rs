@@ -82,6 +82,9 @@ impl CongestionControl for Reno {
         self.cwnd = self.mss;
         self.bytes_acked = 0;
     }
+    fn end_slow_start(&mut self) {
+        self.ssthresh = self.cwnd;
+    }
     /// Keeps cwnd and ssthresh the same number of segments (rounded up); a
     /// window still at the initial window becomes the new MSS's initial window.
     fn set_mss(&mut self, mss: usize) {
