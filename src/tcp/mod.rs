@@ -147,8 +147,8 @@ pub struct TcpConfig {
     pub cc: CcAlgorithm,
     /// HyStart++ (RFC 9406) in the initial slow start: leave it when the
     /// RTT rises (a queue filling) instead of at the first loss (Linux's
-    /// CUBIC runs HyStart too). Its RTT floor of 4 ms keeps it out of the
-    /// way on a TUN, whose RTTs are below that.
+    /// CUBIC runs HyStart too). Its RTT floor of 4 ms should keep it out
+    /// of the way on a TUN, whose RTTs stay below 1 ms.
     pub hystart: bool,
     /// Initial RTO (RFC 6298 §2.1: 1 s).
     pub rto_initial: Duration,
