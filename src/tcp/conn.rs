@@ -891,14 +891,16 @@ impl Tcb {
         if self.snd_nxt < ack {
             self.snd_nxt = ack;
         }
-        // This ACK's RTT for HyStart++, which wants one per ACK: the echoed
-        // timestamp's (millisecond clock), or the timed segment's.
+        // The RTT the echoed timestamp gives (millisecond clock), if sane.
         let max_ms = self.cfg.rto_max.as_millis() as u64;
-        let mut ack_rtt = tsecr
+        let ts_rtt = tsecr
             .filter(|&e| self.ts_ok && e != 0)
             .map(|ecr| self.ts_val(now).wrapping_sub(ecr))
             .filter(|&d| (d as i32) >= 0 && u64::from(d) <= max_ms)
             .map(|d| Duration::from_millis(u64::from(d)));
+        // This ACK's RTT for HyStart++, which wants one per ACK: the
+        // timestamp's, or the timed segment's.
+        let mut ack_rtt = ts_rtt;
         // Karn: the timed segment was never retransmitted (a retransmission clears it).
         if let Some((end, sent)) = self.rtt_sample {
             if ack >= end {
@@ -906,18 +908,14 @@ impl Tcb {
                 self.rtt_sample = None;
                 ack_rtt = ack_rtt.or(Some(now - sent));
             }
-        } else if let Some(ecr) = tsecr.filter(|&e| self.ts_ok && e != 0) {
+        } else if let Some(d) = ts_rtt {
             // RFC 7323 §4.1 RTTM: no segment is being timed (a
             // retransmission cleared it), so take the sample the echoed
             // timestamp gives; retransmissions are unambiguous here because
             // the receiver echoes the TSval of the segment that advanced
             // its window. Scaled by the samples per window (Appendix G).
-            let d = self.ts_val(now).wrapping_sub(ecr);
-            if (d as i32) >= 0 && u64::from(d) <= max_ms {
-                let expected = flight_before.div_ceil(2 * self.snd_mss).max(1);
-                self.rtt
-                    .sample_scaled(Duration::from_millis(u64::from(d)), expected as u32);
-            }
+            let expected = flight_before.div_ceil(2 * self.snd_mss).max(1);
+            self.rtt.sample_scaled(d, expected as u32);
         }
         self.retries = 0;
         self.rtt.reset_backoff();
