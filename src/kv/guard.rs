@@ -303,6 +303,7 @@ fn check_snapshot_against_log<S: Storage>(m: &Message, log: &RaftLog<S>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::storage::tests::entry;
     use raft::prelude::Entry;
     use raft::storage::MemStorage;
 
@@ -348,14 +349,6 @@ mod tests {
             now,
         )
         .unwrap()
-    }
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            ..Default::default()
-        }
     }
 
     #[test]

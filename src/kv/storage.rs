@@ -1009,11 +1009,12 @@ impl LogStore for DiskLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use raft::Storage;
 
-    fn entry(index: u64, term: u64) -> Entry {
+    /// An entry with only its index and term set (the guard's tests use it too).
+    pub(crate) fn entry(index: u64, term: u64) -> Entry {
         Entry {
             index,
             term,
