@@ -337,7 +337,9 @@ fn cookie_connections_complete_when_the_accept_queue_overflows() {
     // connection nor a deferred cookie left, i.e. after its exchange (a
     // duplicate ACK reaching a connection already closed gets the RST
     // RFC 9293 §3.10.7.1 gives a segment for no connection, as on Linux).
-    // Bound them well below N.
+    // Bound them well below N. Not understood yet: in 1 of 13 later runs
+    // the check above failed, 25 clients reset in their exchange (43
+    // cookie ACKs failed validation), a bug in the cookie path still open.
     assert!(
         stats.tcp_rst_sent <= N as u64 / 4,
         "{} RSTs for {N} clients: {stats:?}",
