@@ -236,9 +236,9 @@ fn rfc4987_cookie_ack_on_full_accept_queue_is_deferred_not_reset() {
     s.poll(now, &mut dev);
     let [(iss_a, win_a), (cookie, win_b)] = syn_acks(&mut dev);
     assert_eq!(s.stats().tcp_syncookies_sent, 1);
-    // The cookie SYN-ACK offers one segment (the peer's MSS, 536 as its SYN
-    // has no MSS option), so the client's first flight is one segment at
-    // ISN + 1; the ordinary SYN-ACK offers the receive buffer.
+    // The cookie SYN-ACK offers one segment of 536 bytes (one a Linux
+    // sender does not split in halves), so the client's first flight is
+    // one segment at ISN + 1; the ordinary SYN-ACK offers the receive buffer.
     assert_eq!(win_b, 536);
     assert!(win_a > 1460);
     // A completes: the accept queue (backlog 1) is full.

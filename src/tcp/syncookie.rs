@@ -222,7 +222,7 @@ pub fn syn_ack(
         seq: cookie,
         ack: Some(syn.seq + 1),
         syn: true,
-        window: first_flight_window(config, data),
+        window: first_flight_window(config, syn.options.mss),
         options: TcpOptions {
             mss: Some(config.mss),
             window_scale: ws.map(|_| config.our_wscale()),
@@ -233,15 +233,24 @@ pub fn syn_ack(
     }
 }
 
-/// The window of a cookie SYN-ACK: at most one segment, the smaller of our
-/// MSS and the peer's (as the cookie rounds it down), so the client's first
-/// flight is a single segment at SEQ = ISN + 1. The rebuilt connection's
-/// first ACK opens the full window; the cost is one round trip of one
-/// segment, paid only while the listener is answering with cookies.
-pub fn first_flight_window(config: &TcpConfig, data: CookieData) -> u16 {
-    config
-        .mss
-        .min(data.mss)
+/// The window of a cookie SYN-ACK: one segment of at most 536 bytes (the
+/// default MSS, RFC 9293 §3.7.1), less if either side's MSS is smaller,
+/// so the client's first flight is a single segment at SEQ = ISN + 1.
+///
+/// Why not a full MSS: a Linux sender bounds its segments to half the
+/// largest window the peer has offered once that exceeds 536 bytes
+/// (`tcp_bound_to_half_wnd`), so a 1460-byte window came back as two
+/// 730-byte segments; when the device queue dropped the handshake ACK and
+/// the first of them, the second (SEQ = ISN + 731) could not be validated
+/// and was reset, killing the client (seen in `tests/syn_flood.rs`, about
+/// one run in ten on a loaded machine). The rebuilt connection's first
+/// ACK opens the full window; the cost is one round trip of 536 bytes,
+/// paid only while the listener is answering with cookies.
+pub fn first_flight_window(config: &TcpConfig, syn_mss: Option<u16>) -> u16 {
+    const ONE_SEGMENT: u16 = 536;
+    ONE_SEGMENT
+        .min(config.mss)
+        .min(syn_mss.unwrap_or(ONE_SEGMENT).max(1))
         .min(config.recv_buffer.min(65535) as u16)
 }
 
@@ -429,10 +438,36 @@ mod tests {
         assert!(sa.options.sack_permitted);
         assert_eq!(sa.options.timestamps, None, "timestamps are not encoded");
         assert_eq!(
-            sa.window, 1460,
-            "one segment: the first flight starts at ISN + 1"
+            sa.window, 536,
+            "one segment a Linux sender does not halve: the first flight starts at ISN + 1"
         );
         assert_eq!((sa.src_port, sa.dst_port), (80, 40000));
+    }
+
+    #[test]
+    fn cookie_syn_ack_window_is_at_most_the_smaller_mss() {
+        let syn = |mss| TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            seq: SeqNum(500),
+            syn: true,
+            options: TcpOptions {
+                mss,
+                ..TcpOptions::default()
+            },
+            ..TcpRepr::default()
+        };
+        let win = |c: &TcpConfig, mss| {
+            let s = syn(mss);
+            syn_ack(c, &s, SeqNum(1), CookieData::from_syn(&s.options)).window
+        };
+        assert_eq!(win(&cfg(), Some(8960)), 536);
+        assert_eq!(win(&cfg(), None), 536);
+        // A peer announcing less than 536 gets its own MSS (the cookie
+        // still records 536, the table's floor).
+        assert_eq!(win(&cfg(), Some(400)), 400);
+        let small = TcpConfig { mss: 300, ..cfg() };
+        assert_eq!(win(&small, Some(1460)), 300);
     }
 
     #[test]
