@@ -55,8 +55,9 @@ const TS_OPTION_LEN: usize = 12;
 const MAX_OOO_RANGES: usize = 32;
 /// RFC 5961 §7: the challenge ACK limit (`TcpConfig::challenge_ack_limit`) counts per this period.
 const CHALLENGE_ACK_PERIOD: Duration = Duration::from_secs(1);
-/// RFC 8985 §7.2: the shortest probe timeout (Linux: 10 ms)...
-const TLP_MIN: Duration = Duration::from_millis(10);
+/// RFC 8985 §7.2: the shortest probe timeout (RFC 8985 sets none; Linux
+/// adds `TCP_TIMEOUT_MIN_US`, 2 ms, to 2·SRTT)...
+const TLP_MIN: Duration = Duration::from_millis(2);
 /// ...and what it adds when one segment is outstanding (WCDelAckT).
 const TLP_DELACK: Duration = Duration::from_millis(200);
 /// RFC 7323 §5.5: TS.Recent expires after 24 days without an update.
@@ -1337,7 +1338,7 @@ impl Tcb {
         // pipe full nothing is sent after it, and a receiver that
         // compresses SACKs (Linux's tcp_comp_sack) may report nothing more
         // until our RTO (200 ms or more). So: once per hole, resend it
-        // after max(2·SRTT, 10 ms) without an ACK moving SND.UNA.
+        // after max(2·SRTT, TLP_MIN) without an ACK moving SND.UNA.
         let probe_ok = self.sack_recovery()
             && !self.rtx_pending
             && self.rxt_probed != Some(self.snd_una)

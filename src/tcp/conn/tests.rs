@@ -1590,11 +1590,16 @@ fn sack_cfg() -> TcpConfig {
 /// Established with SACK agreed; `queued` bytes queued and the initial
 /// window (10 segments, 10000 bytes) sent.
 fn sack_sent(queued: usize) -> (Tcb, Instant, Vec<Seg>) {
+    sack_sent_after(queued, ms(10))
+}
+
+/// [`sack_sent`] with the handshake's RTT (the first SRTT) `rtt`.
+fn sack_sent_after(queued: usize, rtt: Duration) -> (Tcb, Instant, Vec<Seg>) {
     let c = sack_cfg();
     let t0 = Instant::from_secs(100);
     let mut tcb = Tcb::connect(&c, LOCAL, REMOTE, SeqNum(ISS), t0);
     recv_one(&mut tcb, t0);
-    let now = t0 + ms(10);
+    let now = t0 + rtt;
     let mut sa = synack(&c);
     sa.options.sack_permitted = true;
     tcb.process(now, &sa);
@@ -1793,6 +1798,18 @@ fn rfc8985_tail_loss_probe_fires_at_two_srtt_before_the_rto() {
     assert_eq!(tcb.stats().rto_expirations, 0);
     // One probe per flight.
     recv_nothing(&mut tcb, now + ms(100));
+}
+
+#[test]
+fn rfc8985_tail_loss_probe_floor_is_two_ms_on_a_fast_path() {
+    // SRTT 50 µs, as over a TUN to the local kernel: 2·SRTT is 100 µs, so
+    // the probe waits for the 2 ms floor (Linux's TCP_TIMEOUT_MIN_US), not
+    // 10 ms: at 1% loss a 10 ms floor left the sender idle a fifth of the time.
+    let (mut tcb, now, _) = sack_sent_after(10_000, Duration::from_micros(50));
+    recv_nothing(&mut tcb, now + Duration::from_micros(1999));
+    let probe = recv_one(&mut tcb, now + ms(2));
+    assert_eq!(probe.seq - (ISS + 1), 9000, "the last segment");
+    assert_eq!(tcb.stats().tail_loss_probes, 1);
 }
 
 #[test]
