@@ -156,6 +156,10 @@ struct Progress {
     i: usize,
     n: usize,
     start: Instant,
+    /// `TUNSTACK_BENCH_ROWS=a,b`: run only the steps whose progress name
+    /// contains one of these (for profiling one row; the others are
+    /// reported as skipped, never as figures).
+    rows: Option<Vec<String>>,
 }
 
 impl Progress {
@@ -167,6 +171,12 @@ impl Progress {
     ) -> Result<T, String> {
         self.i += 1;
         eprint!("[{:>2}/{}] {what} ... ", self.i, self.n);
+        if let Some(rows) = &self.rows {
+            if !rows.iter().any(|r| what.contains(r.as_str())) {
+                eprintln!("skipped (TUNSTACK_BENCH_ROWS)");
+                return Err("skipped (TUNSTACK_BENCH_ROWS)".into());
+            }
+        }
         let t = Instant::now();
         let r = f().map_err(|e| e.to_string());
         match &r {
@@ -219,6 +229,9 @@ pub fn run_sections(o: &BenchOptions, quick: bool, sections: &[&str]) -> Report 
         i: 0,
         n,
         start: Instant::now(),
+        rows: std::env::var("TUNSTACK_BENCH_ROWS")
+            .ok()
+            .map(|v| v.split(',').map(str::to_string).collect()),
     };
     if want("tcp") {
         tcp_section(o, &mut r, &mut pg);
