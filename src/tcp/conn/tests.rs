@@ -1796,8 +1796,27 @@ fn rfc8985_tail_loss_probe_fires_at_two_srtt_before_the_rto() {
     assert_eq!(probe.seq - (ISS + 1), 9000, "the last segment");
     assert_eq!(tcb.stats().tail_loss_probes, 1);
     assert_eq!(tcb.stats().rto_expirations, 0);
-    // One probe per flight.
-    recv_nothing(&mut tcb, now + ms(100));
+    // Unanswered: a second probe at twice the PTO (40 ms after the first),
+    // as QUIC backs off its probe timeout; then nothing more until the RTO.
+    recv_nothing(&mut tcb, now + ms(59));
+    let again = recv_one(&mut tcb, now + ms(60));
+    assert_eq!(again.seq, probe.seq);
+    assert_eq!(tcb.stats().tail_loss_probes, 2);
+    recv_nothing(&mut tcb, now + ms(150));
+    assert_eq!(tcb.stats().rto_expirations, 0);
+}
+
+#[test]
+fn rfc8985_answered_probe_allows_no_second_one() {
+    let (mut tcb, now, _) = sack_sent(10_000);
+    let t = now + ms(20);
+    let probe = recv_one(&mut tcb, t);
+    assert_eq!(probe.seq - (ISS + 1), 9000);
+    // The peer had everything and answers the probe with a duplicate ACK
+    // of all of it: the flight is over, no second probe.
+    tcb.process(t + ms(1), &peer(0, 10_000));
+    recv_nothing(&mut tcb, now + ms(150));
+    assert_eq!(tcb.stats().tail_loss_probes, 1);
 }
 
 #[test]
