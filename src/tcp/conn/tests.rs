@@ -1807,14 +1807,15 @@ fn rfc8985_tail_loss_probe_fires_at_two_srtt_before_the_rto() {
 }
 
 #[test]
-fn rfc8985_answered_probe_allows_no_second_one() {
+fn rfc8985_no_second_probe_once_an_ack_moves_snd_una() {
     let (mut tcb, now, _) = sack_sent(10_000);
     let t = now + ms(20);
     let probe = recv_one(&mut tcb, t);
     assert_eq!(probe.seq - (ISS + 1), 9000);
-    // The peer had everything and answers the probe with a duplicate ACK
-    // of all of it: the flight is over, no second probe.
-    tcb.process(t + ms(1), &peer(0, 10_000));
+    // A partial ACK (below the probe) answers: the second probe is only for
+    // a probe that got no answer at all, so none at 2·PTO.
+    tcb.process(t + ms(1), &peer(0, 5000));
+    recv_all(&mut tcb, t + ms(1));
     recv_nothing(&mut tcb, now + ms(150));
     assert_eq!(tcb.stats().tail_loss_probes, 1);
 }
