@@ -24,6 +24,20 @@ pub trait Device {
     /// dropped and `Ok(false)` returned; TCP recovers as from any loss.
     fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool>;
 
+    /// Receive one packet straight into `buf`, which is cleared first and
+    /// holds the packet (at most `max` bytes) afterwards: the kernel writes
+    /// into the vector's spare capacity, sparing both the copy out of a
+    /// separate read buffer and the zero-fill a resized vector would need.
+    /// `None`: the device cannot (`buf` untouched); use `recv`.
+    fn recv_vec(
+        &mut self,
+        _now: Instant,
+        _buf: &mut Vec<u8>,
+        _max: usize,
+    ) -> Option<io::Result<Option<usize>>> {
+        None
+    }
+
     /// Send one packet of `len` bytes that `build` writes in place, in the
     /// device's own buffer (sparing the copy `send` makes). `None`: the
     /// device has no such buffer (`build` was not called); use `send`.
@@ -92,6 +106,14 @@ impl<D: Device + ?Sized> Device for &mut D {
     fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         (**self).recv(now, buf)
     }
+    fn recv_vec(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> Option<io::Result<Option<usize>>> {
+        (**self).recv_vec(now, buf, max)
+    }
     fn send_with(
         &mut self,
         now: Instant,
@@ -126,6 +148,14 @@ impl<D: Device + ?Sized> Device for &mut D {
 impl<D: Device + ?Sized> Device for Box<D> {
     fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
         (**self).recv(now, buf)
+    }
+    fn recv_vec(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> Option<io::Result<Option<usize>>> {
+        (**self).recv_vec(now, buf, max)
     }
     fn send_with(
         &mut self,

@@ -137,6 +137,19 @@ impl<D: Device> Device for PcapWriter<D> {
         Ok(r)
     }
 
+    fn recv_vec(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> Option<io::Result<Option<usize>>> {
+        let r = self.inner.recv_vec(now, buf, max)?;
+        if let Ok(Some(n)) = r {
+            self.record(now, &buf[..n]);
+        }
+        Some(r)
+    }
+
     fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
         let sent = self.inner.send(now, packet)?;
         if sent {

@@ -217,7 +217,38 @@ impl TunDevice {
         self.offload.as_ref().map(|o| o.stats.clone())
     }
 
-    fn recv_vnet(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    /// Read one packet into `dst`, which must be valid for writes of `cap`
+    /// bytes (initialised or not); returns its length. Only the bytes the
+    /// kernel wrote are ever read back.
+    ///
+    /// # Safety
+    /// `dst..dst + cap` is writable memory that nothing else uses during
+    /// the call.
+    unsafe fn recv_raw(&mut self, dst: *mut u8, cap: usize) -> io::Result<Option<usize>> {
+        let r = match &self.handle {
+            Handle::Plain(i) => {
+                // SAFETY: the caller vouches for dst..dst + cap; the kernel
+                // writes at most cap bytes there.
+                let n = unsafe { libc::read(i.as_raw_fd(), dst.cast(), cap) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(Some(n as usize))
+                }
+            }
+            // SAFETY: passed on from the caller.
+            Handle::Vnet { .. } => unsafe { self.recv_vnet(dst, cap) },
+        };
+        match r {
+            Ok(n) => Ok(n),
+            Err(e) if is_transient(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// # Safety
+    /// As [`TunDevice::recv_raw`].
+    unsafe fn recv_vnet(&mut self, dst: *mut u8, cap: usize) -> io::Result<Option<usize>> {
         let Handle::Vnet { file, .. } = &self.handle else {
             unreachable!("recv_vnet on a plain device")
         };
@@ -230,9 +261,15 @@ impl TunDevice {
         // flood of them cannot starve the caller.
         for _ in 0..64 {
             let mut hdr = [0u8; vnet::HDR_LEN];
-            let iov = [iovec_mut(&mut hdr), iovec_mut(buf)];
-            // SAFETY: both iovecs point at buffers we own for the call; the
-            // kernel writes at most their lengths.
+            let iov = [
+                iovec_mut(&mut hdr),
+                libc::iovec {
+                    iov_base: dst.cast(),
+                    iov_len: cap,
+                },
+            ];
+            // SAFETY: the header iovec is ours; the caller vouches for
+            // dst..dst + cap; the kernel writes at most their lengths.
             let n = unsafe { libc::readv(file.as_raw_fd(), iov.as_ptr(), 2) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
@@ -246,8 +283,9 @@ impl TunDevice {
                     continue;
                 }
             };
-            let len = (n - vnet::HDR_LEN).min(buf.len());
-            let packet = &mut buf[..len];
+            let len = (n - vnet::HDR_LEN).min(cap);
+            // SAFETY: the kernel has just written these `len` bytes at dst.
+            let packet = unsafe { std::slice::from_raw_parts_mut(dst, len) };
             let info = match vnet::check_rx(&h, packet) {
                 Ok(i) => i,
                 Err(e) => {
@@ -331,15 +369,27 @@ impl AsRawFd for TunDevice {
 
 impl Device for TunDevice {
     fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let r = match &self.handle {
-            Handle::Plain(i) => i.recv(buf).map(Some),
-            Handle::Vnet { .. } => self.recv_vnet(buf),
-        };
-        match r {
-            Ok(n) => Ok(n),
-            Err(e) if is_transient(&e) => Ok(None),
-            Err(e) => Err(e),
+        // SAFETY: buf is ours, writable for its whole length.
+        unsafe { self.recv_raw(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    fn recv_vec(
+        &mut self,
+        _now: Instant,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> Option<io::Result<Option<usize>>> {
+        buf.clear();
+        buf.reserve(max);
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the spare capacity is ours and at least `max` long; it is
+        // written by the kernel, never read before that.
+        let r = unsafe { self.recv_raw(spare.as_mut_ptr().cast(), max) };
+        if let Ok(Some(n)) = r {
+            // SAFETY: the kernel wrote the first n <= max bytes.
+            unsafe { buf.set_len(n.min(max)) };
         }
+        Some(r)
     }
 
     fn send(&mut self, _now: Instant, packet: &[u8]) -> io::Result<bool> {

@@ -314,7 +314,16 @@ fn event_loop<D: Device + AsRawFd>(
     let mut queue = QueueDevice::new(mtu);
     let mut woken: Vec<SocketHandle> = Vec::new();
     let mut to_notify: Vec<Arc<Condvar>> = Vec::new();
-    let mut rx_buf = vec![0u8; mtu.max(65535)];
+    // The largest packet a read may return: one MTU, or a GSO packet of up
+    // to 64 KB from a device that segments (a vnet-header TUN). Buffers of
+    // the queue grow to this capacity, no further.
+    let rx_max = if device.capabilities().max_tso_segment > mtu {
+        mtu.max(crate::phy::tun::MAX_GSO_PACKET)
+    } else {
+        mtu
+    };
+    // For devices that cannot read into a vector's spare capacity.
+    let mut rx_buf = Vec::new();
     let batch = 256;
     let mut timeout: Option<Duration> = Some(Duration::ZERO);
     let timer = match PreciseTimer::new(&poll) {
@@ -352,14 +361,28 @@ fn event_loop<D: Device + AsRawFd>(
         // One clock read per batch, not per packet (the TUN ignores it).
         let now = shared.clock.now();
         for i in 0..batch {
-            match device.recv(now, &mut rx_buf) {
-                Ok(Some(n)) => {
-                    let mut b = queue.take_buffer();
-                    b.extend_from_slice(&rx_buf[..n]);
-                    queue.push_rx(b, device.rx_checksum_trusted());
+            // Straight into a queue buffer where the device can; else
+            // through `rx_buf` and a copy.
+            let mut b = queue.take_buffer();
+            let r = match device.recv_vec(now, &mut b, rx_max) {
+                Some(r) => r,
+                None => {
+                    rx_buf.resize(rx_max.max(65535), 0);
+                    let r = device.recv(now, &mut rx_buf);
+                    if let Ok(Some(n)) = r {
+                        b.extend_from_slice(&rx_buf[..n]);
+                    }
+                    r
                 }
-                Ok(None) => break,
+            };
+            match r {
+                Ok(Some(_)) => queue.push_rx(b, device.rx_checksum_trusted()),
+                Ok(None) => {
+                    queue.recycle(b);
+                    break;
+                }
                 Err(e) => {
+                    queue.recycle(b);
                     log::warn!("device read failed: {e}");
                     break;
                 }
