@@ -175,6 +175,10 @@ pub struct StackStats {
     pub tcp_rx_malformed: u64,
     /// Segments for no connection or listener (answered with RST where RFC 9293 says so).
     pub tcp_rx_no_socket: u64,
+    /// Of those, segments that carried data: a connection's own traffic
+    /// (a cookie ACK's first flight gone wrong, say), not a stray ACK
+    /// arriving after the connection ended.
+    pub tcp_rx_no_socket_data: u64,
     pub tcp_rst_sent: u64,
     /// SYNs dropped because a listener's backlog was full.
     pub tcp_listen_overflows: u64,
@@ -652,6 +656,9 @@ impl Stack {
             }
         }
         self.stats.tcp_rx_no_socket += 1;
+        if !seg.payload.is_empty() {
+            self.stats.tcp_rx_no_socket_data += 1;
+        }
         if let Some(rst) = reset_for(&seg) {
             self.stats.tcp_rst_sent += 1;
             Self::emit_tcp(
