@@ -1436,9 +1436,28 @@ impl Stack {
     }
 
     pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8]) -> Result<usize, TcpError> {
+        self.tcp_send_by(h, |tcb| tcb.send(data))
+    }
+
+    /// Zero-copy [`Stack::tcp_send`] for code on the stack's own thread:
+    /// `f` writes into the send buffer (one contiguous run of its free
+    /// space) and returns how many bytes it wrote. See [`Tcb::send_with`].
+    pub fn tcp_send_with(
+        &mut self,
+        h: SocketHandle,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, TcpError> {
+        self.tcp_send_by(h, |tcb| tcb.send_with(f))
+    }
+
+    fn tcp_send_by(
+        &mut self,
+        h: SocketHandle,
+        send: impl FnOnce(&mut Tcb) -> Result<usize, TcpError>,
+    ) -> Result<usize, TcpError> {
         let now = self.now;
         let sock = self.tcp(h)?;
-        let n = match sock.tcb.send(data) {
+        let n = match send(&mut sock.tcb) {
             Ok(n) => n,
             Err(TcpError::NotConnected) => {
                 return Err(sock.limit_error.unwrap_or(TcpError::NotConnected))
@@ -1452,9 +1471,29 @@ impl Stack {
 
     /// Read in-order bytes; `Ok(0)` is end of stream.
     pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8]) -> Result<usize, TcpError> {
+        self.tcp_recv_by(h, |tcb| tcb.recv(buf))
+    }
+
+    /// Zero-copy [`Stack::tcp_recv`] for code on the stack's own thread: `f`
+    /// sees received bytes in place (one contiguous run) and returns how
+    /// many it consumed; it is called only when bytes are queued, so
+    /// `Ok(0)` without a call is end of stream. See [`Tcb::recv_with`].
+    pub fn tcp_recv_with(
+        &mut self,
+        h: SocketHandle,
+        f: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<usize, TcpError> {
+        self.tcp_recv_by(h, |tcb| tcb.recv_with(f))
+    }
+
+    fn tcp_recv_by(
+        &mut self,
+        h: SocketHandle,
+        recv: impl FnOnce(&mut Tcb) -> Result<usize, TcpError>,
+    ) -> Result<usize, TcpError> {
         let now = self.now;
         let sock = self.tcp(h)?;
-        let r = match sock.tcb.recv(buf) {
+        let r = match recv(&mut sock.tcb) {
             Err(TcpError::NotConnected) => Err(sock.limit_error.unwrap_or(TcpError::NotConnected)),
             r => r,
         };

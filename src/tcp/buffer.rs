@@ -142,6 +142,37 @@ impl RingBuffer {
         total
     }
 
+    /// Hand `f` the longest contiguous run of free space at the back (it
+    /// ends early at the wrap point) and queue as many bytes as it says it
+    /// wrote, clipped to the run; returns that count. `f` is not called when
+    /// the buffer is full. For the send side (zero-copy writers): it
+    /// overwrites whatever `write_unallocated` left past the end.
+    pub fn enqueue_with(&mut self, f: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        let free = self.window();
+        if free == 0 {
+            return 0;
+        }
+        let cap = self.capacity();
+        let pos = (self.read_at + self.len) % cap;
+        let run = free.min(cap - pos);
+        let n = f(&mut self.storage[pos..pos + run]).min(run);
+        self.len += n;
+        n
+    }
+
+    /// Hand `f` the longest contiguous run of queued bytes at the front (it
+    /// ends early at the wrap point) and drop as many as it says it
+    /// consumed, clipped to the run; returns that count. `f` is not called
+    /// when the buffer is empty. For zero-copy readers.
+    pub fn dequeue_with(&mut self, f: impl FnOnce(&[u8]) -> usize) -> usize {
+        let run = self.get_allocated(0, self.len);
+        if run.is_empty() {
+            return 0;
+        }
+        let n = f(run).min(run.len());
+        self.dequeue_allocated(n)
+    }
+
     /// Make `count` bytes previously written by `write_unallocated` readable
     /// (clipped to free space).
     pub fn enqueue_unallocated(&mut self, count: usize) {
@@ -289,7 +320,47 @@ mod tests {
             let mut model_un: Vec<Option<u8>> = vec![None; cap];
             for op in 0..1000 {
                 let ctx = format!("round {round} op {op} cap {cap}");
-                match rng.gen_range(0, 8) {
+                match rng.gen_range(0, 10) {
+                    8 => {
+                        // Zero-copy write: f fills a prefix of the run it gets.
+                        let claim = rng.gen_range(0, cap as u64 + 5) as usize;
+                        let free = cap - model.len();
+                        let end = (b.read_at + b.len) % cap;
+                        let mut data = Vec::new();
+                        let mut called = false;
+                        let took = b.enqueue_with(|run| {
+                            called = true;
+                            assert_eq!(run.len(), free.min(cap - end), "{ctx}");
+                            let k = claim.min(run.len());
+                            data = vec![0u8; k];
+                            rng.fill(&mut data);
+                            run[..k].copy_from_slice(&data);
+                            claim
+                        });
+                        assert_eq!(called, free > 0, "{ctx}");
+                        assert_eq!(took, data.len(), "{ctx}");
+                        model.extend(&data);
+                        model_un.drain(..took);
+                        model_un.resize(cap, None);
+                    }
+                    9 => {
+                        // Zero-copy read of the contiguous front run.
+                        let claim = rng.gen_range(0, cap as u64 + 5) as usize;
+                        let whole = model.len().min(cap - b.read_at);
+                        let mut seen = Vec::new();
+                        let got = b.dequeue_with(|run| {
+                            seen = run.to_vec();
+                            claim
+                        });
+                        if !model.is_empty() {
+                            assert!(!seen.is_empty(), "{ctx}");
+                        }
+                        assert_eq!(seen.len(), whole, "{ctx}");
+                        let exp: Vec<u8> = model.iter().take(seen.len()).copied().collect();
+                        assert_eq!(seen, exp, "{ctx}");
+                        assert_eq!(got, claim.min(seen.len()), "{ctx}");
+                        model.drain(..got);
+                    }
                     7 => {
                         // Auto-tuning: grow now and then (rarely, so the
                         // buffer still fills and wraps at each size).

@@ -1909,6 +1909,30 @@ impl Tcb {
     /// Queue data for sending; returns bytes accepted (0 < n <= data.len()),
     /// `WouldBlock` if the send buffer is full, or the connection's error.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, TcpError> {
+        self.check_send()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        match self.send_buf.enqueue_slice(data) {
+            0 => Err(TcpError::WouldBlock),
+            n => Ok(n),
+        }
+    }
+
+    /// Zero-copy [`Tcb::send`]: `f` writes into the send buffer's free
+    /// space (one contiguous run; it may be shorter than the free space at
+    /// the wrap point) and returns how many bytes it wrote. `WouldBlock`
+    /// if the buffer is full (`f` is not called).
+    pub fn send_with(&mut self, f: impl FnOnce(&mut [u8]) -> usize) -> Result<usize, TcpError> {
+        self.check_send()?;
+        if self.send_buf.is_full() {
+            return Err(TcpError::WouldBlock);
+        }
+        Ok(self.send_buf.enqueue_with(f))
+    }
+
+    /// The connection accepts data from the application.
+    fn check_send(&self) -> Result<(), TcpError> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -1916,17 +1940,8 @@ impl Tcb {
             return Err(TcpError::Closed);
         }
         match self.state {
-            State::SynSent | State::SynReceived | State::Established | State::CloseWait => {}
-            _ => return Err(TcpError::NotConnected),
-        }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let n = self.send_buf.enqueue_slice(data);
-        if n == 0 {
-            Err(TcpError::WouldBlock)
-        } else {
-            Ok(n)
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait => Ok(()),
+            _ => Err(TcpError::NotConnected),
         }
     }
 
@@ -1938,10 +1953,35 @@ impl Tcb {
                 return Ok(0);
             }
             let n = self.rcv_buf.dequeue_slice(buf);
-            self.drs.copied += n as u64;
-            self.maybe_window_update();
+            self.consumed(n);
             return Ok(n);
         }
+        self.recv_empty()
+    }
+
+    /// Zero-copy [`Tcb::recv`]: `f` sees the received in-order bytes (one
+    /// contiguous run, which may be shorter than what is queued at the wrap
+    /// point) and returns how many it consumed. `f` is called only when
+    /// bytes are queued; otherwise the result is that of `recv`: `Ok(0)` at
+    /// end of stream, `WouldBlock`, or the connection's error.
+    pub fn recv_with(&mut self, f: impl FnOnce(&[u8]) -> usize) -> Result<usize, TcpError> {
+        if !self.rcv_buf.is_empty() {
+            let n = self.rcv_buf.dequeue_with(f);
+            self.consumed(n);
+            return Ok(n);
+        }
+        self.recv_empty()
+    }
+
+    /// The application took `n` bytes: count them for auto-tuning and open
+    /// the window.
+    fn consumed(&mut self, n: usize) {
+        self.drs.copied += n as u64;
+        self.maybe_window_update();
+    }
+
+    /// What a read of an empty receive buffer returns.
+    fn recv_empty(&self) -> Result<usize, TcpError> {
         if self.fin_received {
             return Ok(0);
         }
