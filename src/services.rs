@@ -1,7 +1,10 @@
 //! Small standard services that `tunstack up` runs on the stack, useful for
 //! testing from the kernel side: echo (RFC 862, TCP and UDP port 7),
 //! discard (RFC 863, TCP port 9) and chargen (RFC 864, TCP port 19).
-//! Each connection gets a thread; these are test services, not a web server.
+//! Echo gives each connection a thread (the std-like API of
+//! [`crate::runtime`]); discard and chargen run on the stack's own thread
+//! ([`Net::run_in_loop`]), reading and writing socket buffers in place, so
+//! they move bytes as fast as the stack can (the benchmark measures them).
 //!
 //! [`start_http`] adds the HTTP (port 80) and HTTPS (port 443) servers of
 //! [`crate::http::server`], with certificates from a [`CertStore`] in a state
@@ -9,6 +12,8 @@
 
 use crate::http::server::{Body, Limits, Response, Router, ServerOptions, ServerStats};
 use crate::runtime::{Net, Shared, TcpListener, TcpStream, UdpSocket};
+use crate::stack::{SocketHandle, Stack};
+use crate::tcp::TcpError;
 use crate::tcp::TcpStats;
 use crate::tls::{self, CertStore, ServerTls};
 use std::fmt::Write as _;
@@ -104,6 +109,108 @@ pub fn chargen(stream: TcpStream) -> io::Result<()> {
     }
 }
 
+/// What an in-loop service wants after serving a connection once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serve {
+    /// Call again when the connection changes.
+    Again,
+    /// Done: close the connection (gracefully; a reset one is just freed).
+    Close,
+}
+
+/// Run a TCP service on the stack's thread ([`Net::run_in_loop`]): accept
+/// on `port`, and call `serve` on a connection with its state `S` when it
+/// is new and whenever it received a segment or changed state, until it
+/// says [`Serve::Close`]. `serve` must not block. Ends when the stack stops.
+pub fn run_loop_service<S: Default + Send + 'static>(
+    net: &Net,
+    port: u16,
+    backlog: usize,
+    mut serve: impl FnMut(&mut Stack, SocketHandle, &mut S) -> Serve + Send + 'static,
+) -> io::Result<()> {
+    let listener = net.with_stack(|s| s.tcp_listen(port, backlog))?;
+    let mut conns: std::collections::HashMap<SocketHandle, S> = Default::default();
+    let mut first = true;
+    net.run_in_loop(move |stack, changed| {
+        let mut serve_one = |stack: &mut Stack, h: SocketHandle, st: &mut S| -> bool {
+            if serve(stack, h, st) == Serve::Close {
+                stack.tcp_close(h);
+                false
+            } else {
+                true
+            }
+        };
+        if first || changed.contains(&listener) {
+            first = false;
+            loop {
+                match stack.tcp_accept(listener) {
+                    Ok(h) => {
+                        let mut st = S::default();
+                        if serve_one(stack, h, &mut st) {
+                            conns.insert(h, st);
+                        }
+                    }
+                    Err(TcpError::WouldBlock) => break,
+                    Err(e) => {
+                        log::debug!("in-loop service on port {port}: accept: {e}");
+                        return false;
+                    }
+                }
+            }
+        }
+        for h in changed {
+            if let Some(st) = conns.get_mut(h) {
+                if !serve_one(stack, *h, st) {
+                    conns.remove(h);
+                }
+            }
+        }
+        true
+    });
+    Ok(())
+}
+
+/// Discard on the stack's thread: consume what arrives in place; close
+/// once the peer half-closes and everything is read.
+pub fn discard_in_loop(stack: &mut Stack, h: SocketHandle, _: &mut ()) -> Serve {
+    loop {
+        match stack.tcp_recv_with(h, |b| b.len()) {
+            Ok(0) => return Serve::Close,
+            Ok(_) => {}
+            Err(TcpError::WouldBlock) => return Serve::Again,
+            Err(_) => return Serve::Close,
+        }
+    }
+}
+
+/// Chargen on the stack's thread: fill the send buffer with the RFC 864
+/// pattern whenever it has room, until the connection fails (the peer's
+/// RST once it has closed), as [`chargen`] does; input is discarded.
+pub fn chargen_in_loop() -> impl FnMut(&mut Stack, SocketHandle, &mut usize) -> Serve + Send {
+    let block = chargen_pattern(95 * 74);
+    move |stack, h, at| {
+        // Drop input; end of stream only means the peer will not write.
+        while matches!(stack.tcp_recv_with(h, |b| b.len()), Ok(1..)) {}
+        loop {
+            let r = stack.tcp_send_with(h, |buf| {
+                let mut w = 0;
+                while w < buf.len() {
+                    let n = (block.len() - *at).min(buf.len() - w);
+                    buf[w..w + n].copy_from_slice(&block[*at..*at + n]);
+                    w += n;
+                    *at = (*at + n) % block.len();
+                }
+                w
+            });
+            match r {
+                Ok(_) => {}
+                Err(TcpError::WouldBlock) => return Serve::Again,
+                Err(_) => return Serve::Close,
+            }
+        }
+    }
+}
+
 /// UDP echo: send every datagram back to its source.
 pub fn spawn_udp_echo(sock: UdpSocket) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -135,8 +242,8 @@ pub const SERVICE_BACKLOG: usize = 1024;
 pub fn start_standard(net: &Net) -> io::Result<()> {
     let listen = |port| TcpListener::bind_with_backlog(net, port, SERVICE_BACKLOG);
     spawn_server("echo", listen(ECHO_PORT)?, echo)?;
-    spawn_server("discard", listen(DISCARD_PORT)?, discard)?;
-    spawn_server("chargen", listen(CHARGEN_PORT)?, chargen)?;
+    run_loop_service(net, DISCARD_PORT, SERVICE_BACKLOG, discard_in_loop)?;
+    run_loop_service(net, CHARGEN_PORT, SERVICE_BACKLOG, chargen_in_loop())?;
     spawn_udp_echo(UdpSocket::bind(net, ECHO_PORT)?)?;
     Ok(())
 }

@@ -91,6 +91,60 @@ fn kernel_sends_100mb_to_the_stack_sink() {
 }
 
 #[test]
+fn chargen_streams_the_rfc864_pattern_to_several_clients() {
+    with_stack("chargen_streams", |up| {
+        use tunstack::services::{chargen_pattern, CHARGEN_PORT};
+        let block = chargen_pattern(95 * 74);
+        // Three clients at once, served by the one in-loop chargen.
+        let readers: Vec<_> = (0..3)
+            .map(|i| {
+                let mut k = kernel_connect(CHARGEN_PORT);
+                let block = block.clone();
+                std::thread::spawn(move || {
+                    // The first client also half-closes: chargen keeps sending.
+                    if i == 0 {
+                        k.shutdown(Shutdown::Write).unwrap();
+                    }
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut at = 0u64;
+                    while at < 20 * MB {
+                        let n = k.read(&mut buf).expect("read from chargen");
+                        assert!(n > 0, "chargen closed after {at} bytes");
+                        for (j, &b) in buf[..n].iter().enumerate() {
+                            let want = block[((at + j as u64) % block.len() as u64) as usize];
+                            assert_eq!(b, want, "byte {} differs", at + j as u64);
+                        }
+                        at += n as u64;
+                    }
+                    // Closing with unread data resets the connection.
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        // Each reset connection is closed and freed by the service.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = up
+                .net
+                .tcp_connections()
+                .iter()
+                .filter(|(l, _, _)| l.port() == CHARGEN_PORT)
+                .count();
+            if left == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{left} chargen connections still open"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
+
+#[test]
 fn kernel_echoes_100mb_through_the_stack() {
     with_stack("kernel_echoes_100mb_through_the_stack", |_up| {
         let mut k = kernel_connect(tunstack::services::ECHO_PORT);

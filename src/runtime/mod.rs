@@ -106,7 +106,15 @@ pub(crate) struct Inner {
     pub(crate) stack: Stack,
     /// Condition variables of threads blocked on a socket, by socket index.
     waiters: HashMap<usize, Arc<Condvar>>,
+    /// Code run on the loop thread in every pass ([`Net::run_in_loop`]).
+    tasks: Vec<LoopTask>,
 }
+
+/// A task on the event-loop thread: called with the stack in every pass of
+/// the loop, after the stack has taken in that pass's packets, with the
+/// sockets whose state may have changed since the last pass; returns
+/// `false` once it is done (it is then dropped).
+pub type LoopTask = Box<dyn FnMut(&mut Stack, &[SocketHandle]) -> bool + Send>;
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -222,6 +230,7 @@ impl Net {
             inner: Mutex::new(Inner {
                 stack: Stack::new(config, rng),
                 waiters: HashMap::new(),
+                tasks: Vec::new(),
             }),
             waker,
             wake_pending: AtomicBool::new(false),
@@ -266,6 +275,24 @@ impl Net {
         let r = f(&mut self.shared.lock().stack);
         self.shared.wake();
         r
+    }
+
+    /// Run `task` on the event-loop thread, in every pass of the loop with
+    /// the stack locked, until it returns `false`. This is the stack's
+    /// zero-copy, thread-free API, the way smoltcp applications run: the
+    /// task reads and writes socket buffers in place
+    /// ([`Stack::tcp_recv_with`], [`Stack::tcp_send_with`]) with no thread
+    /// hand-off per message; whatever it queues goes out in the same pass.
+    /// It must not block: it holds up every socket of the stack. A pass
+    /// runs on every packet batch, timer and wake; the task is given the
+    /// sockets that received a segment or changed state or readiness since
+    /// the last pass (its own calls on a socket put it in the next list).
+    pub fn run_in_loop(
+        &self,
+        task: impl FnMut(&mut Stack, &[SocketHandle]) -> bool + Send + 'static,
+    ) {
+        self.shared.lock().tasks.push(Box::new(task));
+        self.shared.wake();
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -401,6 +428,14 @@ fn event_loop<D: Device + AsRawFd>(
                 deadline = g.stack.poll(shared.clock.now(), &mut queue);
             }
             g.stack.drain_events(&mut woken);
+            if !g.tasks.is_empty() {
+                let inner = &mut *g;
+                inner.tasks.retain_mut(|t| t(&mut inner.stack, &woken));
+                // What the tasks queued or read (a window update) goes out now.
+                if inner.stack.needs_poll() {
+                    deadline = inner.stack.poll(shared.clock.now(), &mut queue);
+                }
+            }
             for h in woken.drain(..) {
                 if let Some(cv) = g.waiters.get(&h.index()) {
                     to_notify.push(cv.clone());
