@@ -159,6 +159,8 @@ fn report_of_a_tiny_run_has_every_core_figure() {
         "tunstack.mtu1500.k2s.gbps",
         "tunstack.mtu65000.s2k.gbps",
         "tunstack.mtu65000.k2s.gbps",
+        "tunstack.mtu1500_inloop.s2k.gbps",
+        "tunstack.mtu1500_inloop.k2s.gbps",
         "tunstack.mtu1500.s2k.cpu_secs_per_gb",
         "kernel_veth.offloads_on.gbps",
         "latency.p50_us",

@@ -122,14 +122,14 @@ impl ConnRate {
 pub struct IdleMemory {
     /// Connections held open at the same time.
     pub conns: u64,
-    /// Resident set growth of the process while they were opened.
-    pub rss_delta: u64,
+    /// Growth of the process's heap in use ([`super::env::heap_bytes`]) while they were opened.
+    pub heap_delta: u64,
 }
 
 impl IdleMemory {
     pub fn bytes_per_conn(&self) -> f64 {
         if self.conns > 0 {
-            self.rss_delta as f64 / self.conns as f64
+            self.heap_delta as f64 / self.conns as f64
         } else {
             0.0
         }

@@ -110,6 +110,10 @@ pub struct Report {
     pub smoltcp_1500: Pair,
     pub tunstack_65000: Pair,
     pub smoltcp_65000: Pair,
+    /// tunstack with its side on the stack's thread (in place, no thread
+    /// hand-off), as smoltcp's example runs: [`tunstack::bulk_in_loop`].
+    pub tunstack_1500_loop: Pair,
+    pub tunstack_65000_loop: Pair,
     /// tunstack at MTU 1500 with `up --offload` (vnet header, TSO/GSO).
     pub tunstack_1500_offload: Pair,
     pub tunstack_loss1: Pair,
@@ -220,7 +224,7 @@ pub fn run_sections(o: &BenchOptions, quick: bool, sections: &[&str]) -> Report 
     };
     let smol = cfg!(feature = "smoltcp-bench");
     let n = if want("tcp") {
-        4 * 2 * if smol { 2 } else { 1 } + 2 + 4 + 3 + 1
+        4 * 2 * if smol { 2 } else { 1 } + 4 + 2 + 4 + 3 + 1
     } else {
         0
     } + usize::from(want("dns"))
@@ -280,9 +284,19 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
         volume: u64::MAX,
         max_time: o.loss_time,
     };
-    for (mtu, ts, sm) in [
-        (1500, &mut r.tunstack_1500, &mut r.smoltcp_1500),
-        (65000, &mut r.tunstack_65000, &mut r.smoltcp_65000),
+    for (mtu, ts, tl, sm) in [
+        (
+            1500,
+            &mut r.tunstack_1500,
+            &mut r.tunstack_1500_loop,
+            &mut r.smoltcp_1500,
+        ),
+        (
+            65000,
+            &mut r.tunstack_65000,
+            &mut r.tunstack_65000_loop,
+            &mut r.smoltcp_65000,
+        ),
     ] {
         for d in dirs {
             let p = clean(mtu, d);
@@ -291,6 +305,14 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
                 pg.step(
                     &format!("tunstack TUN MTU {mtu} {}", d.label()),
                     || common::median_bulk(o.reps, || tunstack::bulk(p)),
+                    show_bulk,
+                ),
+            );
+            tl.set(
+                d,
+                pg.step(
+                    &format!("tunstack TUN MTU {mtu} in-loop {}", d.label()),
+                    || common::median_bulk(o.reps, || tunstack::bulk_in_loop(p)),
                     show_bulk,
                 ),
             );
@@ -516,23 +538,39 @@ impl Report {
                 ratio(a.gbps(Dir::KernelToStack), b.gbps(Dir::KernelToStack))
             );
         };
-        for (label, ts, sm) in [
-            ("TUN MTU 1500", &self.tunstack_1500, &self.smoltcp_1500),
-            ("TUN MTU 65000", &self.tunstack_65000, &self.smoltcp_65000),
+        for (label, ts, sm, tl) in [
+            (
+                "TUN MTU 1500",
+                &self.tunstack_1500,
+                &self.smoltcp_1500,
+                Some(&self.tunstack_1500_loop),
+            ),
+            (
+                "TUN MTU 65000",
+                &self.tunstack_65000,
+                &self.smoltcp_65000,
+                Some(&self.tunstack_65000_loop),
+            ),
             (
                 "MTU 1500, 1% loss each way",
                 &self.tunstack_loss1,
                 &self.smoltcp_loss1,
+                None,
             ),
             (
                 "MTU 1500, 5% loss each way",
                 &self.tunstack_loss5,
                 &self.smoltcp_loss5,
+                None,
             ),
         ] {
             row(&mut t, &format!("tunstack, {label}"), ts);
             row(&mut t, &format!("smoltcp, {label}"), sm);
             ratio_row(&mut t, "  tunstack / smoltcp", ts, sm);
+            if let Some(tl) = tl {
+                row(&mut t, &format!("tunstack in-loop, {label}"), tl);
+                ratio_row(&mut t, "  tunstack in-loop / smoltcp", tl, sm);
+            }
             if label == "TUN MTU 65000" {
                 row(
                     &mut t,
@@ -617,6 +655,8 @@ impl Report {
             ("smoltcp", &self.smoltcp_1500),
             ("tunstack MTU 65000", &self.tunstack_65000),
             ("smoltcp MTU 65000", &self.smoltcp_65000),
+            ("tunstack in-loop", &self.tunstack_1500_loop),
+            ("tunstack in-loop MTU 65000", &self.tunstack_65000_loop),
             ("tunstack MTU 1500 offload", &self.tunstack_1500_offload),
         ] {
             let _ = writeln!(
@@ -701,6 +741,8 @@ impl Report {
             ("smoltcp.mtu1500", &self.smoltcp_1500),
             ("tunstack.mtu65000", &self.tunstack_65000),
             ("smoltcp.mtu65000", &self.smoltcp_65000),
+            ("tunstack.mtu1500_inloop", &self.tunstack_1500_loop),
+            ("tunstack.mtu65000_inloop", &self.tunstack_65000_loop),
             ("tunstack.mtu1500_offload", &self.tunstack_1500_offload),
             ("tunstack.loss1", &self.tunstack_loss1),
             ("smoltcp.loss1", &self.smoltcp_loss1),

@@ -6,6 +6,7 @@ use super::common::*;
 use super::env;
 use crate::netns;
 use crate::runtime::{TcpListener, TcpStream};
+use crate::services;
 use crate::up::{self, Up, UpOptions};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpStream as KernelStream};
@@ -165,6 +166,75 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
     })
 }
 
+/// [`bulk`] with the stack's side run on the stack's own thread
+/// ([`crate::runtime::Net::run_in_loop`]), reading and writing socket
+/// buffers in place, the way smoltcp's benchmark example drives smoltcp:
+/// `up`'s in-loop chargen sends (it copies the RFC 864 pattern in, where
+/// smoltcp's example writes nothing); a sink that consumes in place, timed
+/// from the connection's first pass, receives.
+pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
+    with_stack(p.mtu, p.loss_percent, move |up| {
+        let loop_tid = loop_thread();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, f64)>();
+        match p.dir {
+            Dir::StackToKernel => {
+                services::run_loop_service(&up.net, PORT, 1, services::chargen_in_loop())?
+            }
+            Dir::KernelToStack => {
+                let mut done_tx = Some(done_tx);
+                services::run_loop_service(
+                    &up.net,
+                    PORT,
+                    1,
+                    move |stack, h, st: &mut Option<(Instant, u64)>| {
+                        let (t0, got) = st.get_or_insert((Instant::now(), 0));
+                        loop {
+                            match stack.tcp_recv_with(h, |b| b.len()) {
+                                Ok(0) => return services::Serve::Close,
+                                Ok(n) => *got += n as u64,
+                                Err(crate::tcp::TcpError::WouldBlock) => break,
+                                Err(_) => return services::Serve::Close,
+                            }
+                        }
+                        let el = t0.elapsed();
+                        if *got >= p.volume || el >= p.max_time {
+                            if let Some(tx) = done_tx.take() {
+                                let _ = tx.send((*got, el.as_secs_f64()));
+                            }
+                        }
+                        services::Serve::Again
+                    },
+                )?
+            }
+        }
+        let loop_cpu0 = loop_tid.and_then(env::thread_cpu);
+        let mut k = kernel_connect(stack_addr(up, PORT))?;
+        let (bytes, secs) = match p.dir {
+            Dir::StackToKernel => receive_for(&mut k, p.volume, p.max_time)?,
+            Dir::KernelToStack => {
+                let mut k2 = k.try_clone()?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let stop2 = stop.clone();
+                let writer = std::thread::spawn(move || send_until(&mut k2, &stop2));
+                let r = done_rx.recv_timeout(p.max_time + CONNECT_TIMEOUT);
+                stop.store(true, Ordering::Relaxed);
+                let _ = k.shutdown(Shutdown::Both);
+                let _ = writer.join();
+                r.map_err(|_| io::Error::other("the in-loop receiver never finished"))?
+            }
+        };
+        let loop_cpu = match (loop_cpu0, loop_tid.and_then(env::thread_cpu)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        Ok(Bulk {
+            bytes,
+            secs,
+            cpu_secs: loop_cpu.map(|l| l.as_secs_f64()),
+        })
+    })
+}
+
 /// Echo server on the stack for the latency test: one connection, nodelay.
 fn echo_once(listener: TcpListener) -> io::Result<()> {
     let (s, _) = listener.accept_timeout(Some(CONNECT_TIMEOUT))?;
@@ -274,8 +344,9 @@ pub fn conn_rate(max_conns: u64, max_time: Duration) -> io::Result<ConnRate> {
 }
 
 /// Memory per idle connection: the kernel opens `conns` connections to the
-/// stack and leaves them idle; the stack's process RSS growth divided by
-/// the count. (The kernel's own sockets live in kernel memory, not in RSS.)
+/// stack and leaves them idle; the growth of the process's heap in use
+/// ([`env::heap_bytes`]) divided by the count. (The kernel's own sockets
+/// live in kernel memory, not in this heap.)
 pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
     env::raise_nofile();
     with_stack(1500, 0, move |up| {
@@ -291,7 +362,7 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
             held.push(listener.accept_timeout(Some(CONNECT_TIMEOUT))?.0);
         }
         std::thread::sleep(Duration::from_millis(100));
-        let rss0 = env::rss_bytes();
+        let heap0 = env::heap_bytes();
         let acceptor = std::thread::spawn(move || -> io::Result<Vec<TcpStream>> {
             let mut v = Vec::with_capacity(conns as usize);
             while (v.len() as u64) < conns {
@@ -310,7 +381,7 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
             .join()
             .map_err(|_| io::Error::other("acceptor panicked"))??;
         std::thread::sleep(Duration::from_millis(200));
-        let rss1 = env::rss_bytes();
+        let heap1 = env::heap_bytes();
         let open = up.net.tcp_connections().len() as u64;
         if open < conns {
             return Err(io::Error::other(format!(
@@ -320,7 +391,7 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
         drop((accepted, kernel, warm, held));
         Ok(IdleMemory {
             conns,
-            rss_delta: rss1.saturating_sub(rss0),
+            heap_delta: heap1.saturating_sub(heap0),
         })
     })
 }
@@ -333,8 +404,8 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
 pub struct Scale {
     /// Idle connections held open on the stack.
     pub conns: u64,
-    /// Resident set growth of the process while they were opened.
-    pub rss_delta: u64,
+    /// Growth of the process's heap in use ([`super::env::heap_bytes`]) while they were opened.
+    pub heap_delta: u64,
     /// New connections made while the idle ones were held.
     pub rate: ConnRate,
     /// CPU the stack's event-loop thread used during the rate measurement.
@@ -343,7 +414,7 @@ pub struct Scale {
 
 impl Scale {
     pub fn bytes_per_conn(&self) -> f64 {
-        self.rss_delta as f64 / self.conns.max(1) as f64
+        self.heap_delta as f64 / self.conns.max(1) as f64
     }
 
     /// Event-loop CPU microseconds per new connection.
@@ -372,7 +443,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
             held.push(listener.accept_timeout(Some(CONNECT_TIMEOUT))?.0);
         }
         std::thread::sleep(Duration::from_millis(100));
-        let rss0 = env::rss_bytes();
+        let heap0 = env::heap_bytes();
         let acceptor = std::thread::spawn(move || -> io::Result<(Vec<TcpStream>, TcpListener)> {
             let mut v = Vec::with_capacity(conns as usize);
             while (v.len() as u64) < conns {
@@ -391,7 +462,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
             .join()
             .map_err(|_| io::Error::other("acceptor panicked"))??;
         std::thread::sleep(Duration::from_millis(200));
-        let rss1 = env::rss_bytes();
+        let heap1 = env::heap_bytes();
         let open = up.net.tcp_connections().len() as u64;
         if open < conns {
             return Err(io::Error::other(format!(
@@ -419,7 +490,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         drop((accepted, kernel, warm, held));
         Ok(Scale {
             conns,
-            rss_delta: rss1.saturating_sub(rss0),
+            heap_delta: heap1.saturating_sub(heap0),
             rate: ConnRate { conns: made, secs },
             loop_cpu_secs: loop_cpu,
         })
