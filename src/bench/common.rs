@@ -124,6 +124,10 @@ pub struct IdleMemory {
     pub conns: u64,
     /// Growth of the process's heap in use ([`super::env::heap_bytes`]) while they were opened.
     pub heap_delta: u64,
+    /// Growth of its resident set meanwhile: buffers are allocated zeroed
+    /// (calloc), so pages nothing wrote to are not resident. Not robust on
+    /// its own: connections may fit in pages freed earlier.
+    pub rss_delta: u64,
 }
 
 impl IdleMemory {
@@ -133,6 +137,10 @@ impl IdleMemory {
         } else {
             0.0
         }
+    }
+
+    pub fn resident_bytes_per_conn(&self) -> f64 {
+        self.rss_delta as f64 / self.conns.max(1) as f64
     }
 }
 

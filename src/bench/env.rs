@@ -208,6 +208,19 @@ pub fn heap_bytes() -> u64 {
     (m.uordblks + m.hblkhd) as u64
 }
 
+/// Resident set size of this process in bytes (from /proc/self/statm).
+pub fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    pages * page
+}
+
 /// Raise the soft open-file limit to the hard limit (idle-connection runs
 /// hold one kernel socket per connection); returns the new soft limit.
 pub fn raise_nofile() -> u64 {

@@ -410,14 +410,20 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
     r.idle = Some(pg.step(
         &format!("tunstack memory per idle connection ({})", o.idle_conns),
         || tunstack::idle_memory(o.idle_conns),
-        |m| format!("{:.0} bytes/connection", m.bytes_per_conn()),
+        |m| {
+            format!(
+                "{:.0} bytes/connection allocated, {:.0} resident",
+                m.bytes_per_conn(),
+                m.resident_bytes_per_conn()
+            )
+        },
     ));
     r.scale = Some(pg.step(
         &format!("tunstack new connections/s with {} held", o.idle_conns),
         || tunstack::scale(o.idle_conns, o.conn_time),
         |s| {
             format!(
-                "{:.0}/s, {:.0} bytes/idle connection, loop CPU {} µs/connection",
+                "{:.0}/s, {:.0} bytes/idle connection allocated, loop CPU {} µs/connection",
                 s.rate.per_sec(),
                 s.bytes_per_conn(),
                 s.loop_cpu_us_per_conn()
@@ -696,9 +702,10 @@ impl Report {
             Some(Ok(m)) => {
                 let _ = writeln!(
                     t,
-                    "| memory per idle connection, bytes ({} held at once) | {:.0} |",
+                    "| memory per idle connection, bytes allocated / resident ({} held at once) | {:.0} / {:.0} |",
                     m.conns,
-                    m.bytes_per_conn()
+                    m.bytes_per_conn(),
+                    m.resident_bytes_per_conn()
                 );
             }
             Some(Err(_)) => {
@@ -710,7 +717,7 @@ impl Report {
             Some(Ok(s)) => {
                 let _ = writeln!(
                     t,
-                    "| scale: {} idle connections to one server held; new connections/s meanwhile; bytes per idle connection; loop CPU µs per new connection | {:.0}; {:.0}; {} |",
+                    "| scale: {} idle connections to one server held; new connections/s meanwhile; heap bytes allocated per idle connection; loop CPU µs per new connection | {:.0}; {:.0}; {} |",
                     s.conns,
                     s.rate.per_sec(),
                     s.bytes_per_conn(),
@@ -862,6 +869,11 @@ impl Report {
         if let Some(Ok(i)) = &self.idle {
             m.push(("idle.conns".into(), i.conns as f64, "connections"));
             m.push(("idle.bytes_per_conn".into(), i.bytes_per_conn(), "bytes"));
+            m.push((
+                "idle.resident_bytes_per_conn".into(),
+                i.resident_bytes_per_conn(),
+                "bytes",
+            ));
         }
         if let Some(Ok(s)) = &self.scale {
             m.push(("scale.conns".into(), s.conns as f64, "connections"));

@@ -363,6 +363,7 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
         }
         std::thread::sleep(Duration::from_millis(100));
         let heap0 = env::heap_bytes();
+        let rss0 = env::rss_bytes();
         let acceptor = std::thread::spawn(move || -> io::Result<Vec<TcpStream>> {
             let mut v = Vec::with_capacity(conns as usize);
             while (v.len() as u64) < conns {
@@ -382,6 +383,7 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
             .map_err(|_| io::Error::other("acceptor panicked"))??;
         std::thread::sleep(Duration::from_millis(200));
         let heap1 = env::heap_bytes();
+        let rss1 = env::rss_bytes();
         let open = up.net.tcp_connections().len() as u64;
         if open < conns {
             return Err(io::Error::other(format!(
@@ -392,6 +394,7 @@ pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
         Ok(IdleMemory {
             conns,
             heap_delta: heap1.saturating_sub(heap0),
+            rss_delta: rss1.saturating_sub(rss0),
         })
     })
 }

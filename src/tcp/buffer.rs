@@ -9,7 +9,10 @@
 
 #[derive(Debug)]
 pub struct RingBuffer {
+    /// Empty until the first byte is written: an idle connection's two
+    /// buffers (256 KiB each by default) cost nothing until data moves.
     storage: Box<[u8]>,
+    cap: usize,
     read_at: usize,
     len: usize,
 }
@@ -17,14 +20,27 @@ pub struct RingBuffer {
 impl RingBuffer {
     pub fn new(capacity: usize) -> RingBuffer {
         RingBuffer {
-            storage: vec![0; capacity].into_boxed_slice(),
+            storage: Box::default(),
+            cap: capacity,
             read_at: 0,
             len: 0,
         }
     }
 
     pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes of memory the buffer holds now (0 until it is first written).
+    pub fn allocated(&self) -> usize {
         self.storage.len()
+    }
+
+    /// Allocate the storage before the first write.
+    fn materialize(&mut self) {
+        if self.storage.is_empty() && self.cap > 0 {
+            self.storage = vec![0; self.cap].into_boxed_slice();
+        }
     }
 
     /// Enlarge to `capacity` bytes (a no-op if not larger), keeping the
@@ -32,8 +48,13 @@ impl RingBuffer {
     /// at the same offsets: buffer auto-tuning grows a live connection's
     /// buffers this way. One copy of the old storage, made linear.
     pub fn grow(&mut self, capacity: usize) {
-        let old = self.storage.len();
+        let old = self.cap;
         if capacity <= old {
+            return;
+        }
+        self.cap = capacity;
+        if self.storage.is_empty() {
+            // Never written: nothing to move (read_at is still 0).
             return;
         }
         let mut storage = vec![0; capacity].into_boxed_slice();
@@ -131,6 +152,10 @@ impl RingBuffer {
             return 0;
         }
         let total = data.len().min(free - offset);
+        if total == 0 {
+            return 0;
+        }
+        self.materialize();
         let cap = self.capacity();
         let mut written = 0;
         while written < total {
@@ -152,6 +177,7 @@ impl RingBuffer {
         if free == 0 {
             return 0;
         }
+        self.materialize();
         let cap = self.capacity();
         let pos = (self.read_at + self.len) % cap;
         let run = free.min(cap - pos);
@@ -191,6 +217,23 @@ mod tests {
         let mut b = RingBuffer::new(capacity);
         b.read_at = read_at;
         b
+    }
+
+    #[test]
+    fn storage_is_allocated_on_the_first_write_only() {
+        let mut b = RingBuffer::new(1 << 18);
+        assert_eq!(b.allocated(), 0);
+        b.grow(1 << 19);
+        assert_eq!((b.allocated(), b.capacity()), (0, 1 << 19));
+        assert_eq!(b.write_unallocated(5, &[]), 0);
+        assert_eq!(b.allocated(), 0);
+        assert_eq!(b.enqueue_slice(&[1, 2, 3]), 3);
+        assert_eq!(b.allocated(), 1 << 19);
+        b.grow(1 << 20);
+        assert_eq!(b.allocated(), 1 << 20);
+        let mut out = [0u8; 3];
+        assert_eq!(b.dequeue_slice(&mut out), 3);
+        assert_eq!(out, [1, 2, 3]);
     }
 
     #[test]
