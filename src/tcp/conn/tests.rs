@@ -968,6 +968,74 @@ fn rfc9293_window_update_sent_when_application_frees_space() {
 }
 
 #[test]
+fn in_place_reads_open_the_window_and_report_end_of_stream_without_a_call() {
+    // The zero-copy read path (`recv_with`) keeps the rules of `recv`: the
+    // window update once a full MSS is freed, and end of stream as Ok(0).
+    let c = TcpConfig {
+        recv_buffer: 4000,
+        ..cfg()
+    };
+    let (mut tcb, now) = established_with(&c);
+    let data = pattern(4000, 7);
+    for i in 0..4 {
+        tcb.process(
+            now,
+            &peer_data(1000 * i, 0, &data[1000 * i as usize..][..1000]),
+        );
+    }
+    assert_eq!(recv_all(&mut tcb, now).last().unwrap().window, 0);
+    fn took(n: usize, seen: &mut Vec<u8>) -> impl FnOnce(&[u8]) -> usize + '_ {
+        move |b: &[u8]| {
+            seen.extend_from_slice(&b[..n.min(b.len())]);
+            n
+        }
+    }
+    let mut seen = Vec::new();
+    assert_eq!(tcb.recv_with(took(500, &mut seen)), Ok(500));
+    recv_nothing(&mut tcb, now); // 500 < one MSS step
+    assert_eq!(tcb.recv_with(took(1500, &mut seen)), Ok(1500));
+    assert_eq!(recv_one(&mut tcb, now), our_ack(0, 4000, 2000));
+    // Claiming more than was offered takes only what was there.
+    assert_eq!(tcb.recv_with(took(9999, &mut seen)), Ok(2000));
+    assert_eq!(seen, data);
+    assert_eq!(
+        tcb.recv_with(|_| panic!("called on an empty buffer")),
+        Err(TcpError::WouldBlock)
+    );
+    let fin = TcpRepr {
+        fin: true,
+        ..peer(4000, 0)
+    };
+    tcb.process(now, &fin);
+    assert_eq!(tcb.recv_with(|_| panic!("called at end of stream")), Ok(0));
+}
+
+#[test]
+fn in_place_writes_are_sent_as_written() {
+    let (mut tcb, now) = established_with(&TcpConfig {
+        nodelay: true,
+        ..cfg()
+    });
+    let data = pattern(1500, 3);
+    let n = tcb
+        .send_with(|buf| {
+            buf[..1500].copy_from_slice(&data);
+            1500
+        })
+        .unwrap();
+    assert_eq!(n, 1500);
+    let segs = recv_all(&mut tcb, now);
+    let sent: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(sent, data);
+    assert_eq!(segs[0].payload.len(), MSS);
+    tcb.shutdown();
+    assert_eq!(
+        tcb.send_with(|_| panic!("called after shutdown")),
+        Err(TcpError::Closed)
+    );
+}
+
+#[test]
 fn rfc9293_recv_returns_zero_at_end_of_stream() {
     let (mut tcb, now) = established();
     let fin = TcpRepr {
