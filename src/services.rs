@@ -76,14 +76,6 @@ pub fn echo(stream: TcpStream) -> io::Result<()> {
     }
 }
 
-/// Discard: read and drop everything; close once the peer half-closes and
-/// every byte has been read.
-pub fn discard(stream: TcpStream) -> io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    while (&stream).read(&mut buf)? > 0 {}
-    stream.shutdown(Shutdown::Write)
-}
-
 /// The RFC 864 pattern: lines of 72 printable characters, each starting one
 /// character later in the 95-character cycle.
 pub fn chargen_pattern(len: usize) -> Vec<u8> {
@@ -98,15 +90,6 @@ pub fn chargen_pattern(len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// Chargen: send the pattern until the peer closes or resets.
-pub fn chargen(stream: TcpStream) -> io::Result<()> {
-    // 95 lines of 74 bytes repeat exactly, so one block can be sent forever.
-    let block = chargen_pattern(95 * 74);
-    loop {
-        (&stream).write_all(&block)?;
-    }
 }
 
 /// What an in-loop service wants after serving a connection once.
@@ -185,7 +168,8 @@ pub fn discard_in_loop(stack: &mut Stack, h: SocketHandle, _: &mut ()) -> Serve 
 
 /// Chargen on the stack's thread: fill the send buffer with the RFC 864
 /// pattern whenever it has room, until the connection fails (the peer's
-/// RST once it has closed), as [`chargen`] does; input is discarded.
+/// RST once it has closed); input is discarded. 95 lines of 74 bytes
+/// repeat exactly, so one block is sent round and round.
 pub fn chargen_in_loop() -> impl FnMut(&mut Stack, SocketHandle, &mut usize) -> Serve + Send {
     let block = chargen_pattern(95 * 74);
     move |stack, h, at| {

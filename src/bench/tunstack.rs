@@ -85,6 +85,11 @@ fn loop_thread() -> Option<i32> {
     }
 }
 
+/// CPU thread `tid` used since it had used `before` (`None` if either is unknown).
+fn cpu_since(tid: Option<i32>, before: Option<Duration>) -> Option<Duration> {
+    Some(tid.and_then(env::thread_cpu)?.saturating_sub(before?))
+}
+
 /// Bulk TCP over TUN between the kernel and tunstack. The kernel is the
 /// client; the stack's server sends or sinks. Measured at the receiver.
 pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
@@ -147,10 +152,7 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
         for (l, r, st) in up.net.tcp_connections() {
             log::debug!("bench: {l} -> {r}: {st:?}");
         }
-        let loop_cpu = match (loop_cpu0, loop_tid.and_then(env::thread_cpu)) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
+        let loop_cpu = cpu_since(loop_tid, loop_cpu0);
         drop(k);
         let (app_received, app_cpu) = app
             .join()
@@ -223,10 +225,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
                 r.map_err(|_| io::Error::other("the in-loop receiver never finished"))?
             }
         };
-        let loop_cpu = match (loop_cpu0, loop_tid.and_then(env::thread_cpu)) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
+        let loop_cpu = cpu_since(loop_tid, loop_cpu0);
         Ok(Bulk {
             bytes,
             secs,
@@ -483,10 +482,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         let start = Instant::now();
         let (made, result) = echo64_clients(raddr, u64::MAX, rate_time);
         let secs = start.elapsed().as_secs_f64();
-        let loop_cpu = match (cpu0, loop_tid.and_then(env::thread_cpu)) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
-            _ => None,
-        };
+        let loop_cpu = cpu_since(loop_tid, cpu0).map(|c| c.as_secs_f64());
         stop.store(true, Ordering::Relaxed);
         let _ = server.join();
         result?;
