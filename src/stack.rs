@@ -291,7 +291,16 @@ struct Slot {
     timer_at: Option<Instant>,
     /// Already queued in `events` since the last `drain_events`.
     evented: bool,
+    /// Readiness bits ([`READABLE`], [`WRITABLE`]) gathered for it since then.
+    ready: u8,
 }
+
+/// Event bit: the socket may have become readable (data, end of stream,
+/// an error, a connection to accept, a datagram).
+pub const READABLE: u8 = 1;
+/// Event bit: the socket may have become writable (acknowledged data freed
+/// send space, the connection was established or ended).
+pub const WRITABLE: u8 = 2;
 
 pub struct Stack {
     config: StackConfig,
@@ -472,8 +481,37 @@ impl Stack {
         for h in self.events.drain(..) {
             if let Some(slot) = self.slots.get_mut(h.index as usize) {
                 slot.evented = false;
+                slot.ready = 0;
             }
             out.push(h);
+        }
+    }
+
+    /// Some socket waiting in the event list has readiness bits: a thread
+    /// blocked on it may need waking.
+    pub fn has_ready_events(&self) -> bool {
+        self.events.iter().any(|h| {
+            self.slots
+                .get(h.index as usize)
+                .is_some_and(|s| s.ready != 0)
+        })
+    }
+
+    /// As [`Stack::drain_events`], with each socket's readiness bits
+    /// ([`READABLE`], [`WRITABLE`]) in `ready` beside it. A socket the user
+    /// only acted on (a read or write, which changes no other thread's
+    /// readiness) comes with no bits: a thread blocked in `read` on it need
+    /// not be woken because another thread wrote, nor a reader by each ACK
+    /// that carries no data.
+    pub fn drain_events_ready(&mut self, out: &mut Vec<SocketHandle>, ready: &mut Vec<u8>) {
+        for h in self.events.drain(..) {
+            let mut bits = 0;
+            if let Some(slot) = self.slots.get_mut(h.index as usize) {
+                slot.evented = false;
+                bits = std::mem::take(&mut slot.ready);
+            }
+            out.push(h);
+            ready.push(bits);
         }
     }
 
@@ -599,6 +637,12 @@ impl Stack {
         if let Some(&h) = self.tcp_conns.get(&(remote, seg.dst_port)) {
             if let Some(Socket::Tcp(sock)) = self.slots[h.index as usize].socket.as_mut() {
                 sock.last_active = now;
+                let before = (
+                    sock.tcb.state(),
+                    sock.tcb.recv_queue(),
+                    sock.tcb.can_recv(),
+                    sock.tcb.send_queue(),
+                );
                 sock.tcb.process(now, &seg);
                 if sock.tcb.wants_urgent_ack() {
                     // A duplicate ACK (gap, duplicate, filled hole) goes out
@@ -627,7 +671,15 @@ impl Stack {
                         }
                     }
                 }
-                self.mark(h);
+                let changed = sock.tcb.state() != before.0;
+                let mut ready = 0;
+                if changed || sock.tcb.recv_queue() > before.1 || sock.tcb.can_recv() != before.2 {
+                    ready |= READABLE;
+                }
+                if changed || sock.tcb.send_queue() < before.3 {
+                    ready |= WRITABLE;
+                }
+                self.mark(h, ready);
                 return;
             }
         }
@@ -856,7 +908,7 @@ impl Stack {
         if let Some(Socket::Listener(l)) = self.slots[lh.index as usize].socket.as_mut() {
             l.ready.push_back(h);
         }
-        self.mark_event(lh);
+        self.mark_event(lh, READABLE);
         true
     }
 
@@ -916,7 +968,7 @@ impl Stack {
         })));
         self.tcp_conns.insert(key, h);
         self.stats.tcp_conns_opened += 1;
-        self.mark(h);
+        self.mark(h, READABLE | WRITABLE);
         h
     }
 
@@ -1016,7 +1068,7 @@ impl Stack {
                     if !s.push(SocketAddrV4::new(src, dgram.src_port), dgram.payload) {
                         self.stats.udp_rx_queue_full += 1;
                     }
-                    self.mark(h);
+                    self.mark(h, READABLE);
                 }
             }
             None => {
@@ -1120,8 +1172,10 @@ impl Stack {
                 index: i,
                 generation: slot.generation,
             };
-            if changed || sent {
-                self.mark_event(h);
+            if changed {
+                self.mark_event(h, READABLE | WRITABLE);
+            } else if sent {
+                self.mark_event(h, 0);
             }
             if idle.is_some() {
                 if let Some(Socket::Tcp(sock)) = self.slots[i as usize].socket.as_ref() {
@@ -1220,7 +1274,7 @@ impl Stack {
                         }
                         self.set_dirty(h.index);
                     } else {
-                        self.mark_event(lh);
+                        self.mark_event(lh, READABLE);
                     }
                 }
             }
@@ -1266,6 +1320,7 @@ impl Stack {
                     dirty: false,
                     timer_at: None,
                     evented: false,
+                    ready: 0,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -1275,6 +1330,7 @@ impl Stack {
         slot.dirty = false;
         slot.timer_at = None;
         slot.evented = false;
+        slot.ready = 0;
         SocketHandle {
             index,
             generation: slot.generation,
@@ -1297,10 +1353,10 @@ impl Stack {
     }
 
     /// Input or a user action touched this socket: transmit at the next poll
-    /// and tell the runtime its readiness may have changed.
-    fn mark(&mut self, h: SocketHandle) {
+    /// and report it with readiness bits `ready` (0: only the user acted).
+    fn mark(&mut self, h: SocketHandle, ready: u8) {
         self.set_dirty(h.index);
-        self.mark_event(h);
+        self.mark_event(h, ready);
     }
 
     /// Queue slot `index` for the next dispatch (once).
@@ -1313,8 +1369,9 @@ impl Stack {
         }
     }
 
-    fn mark_event(&mut self, h: SocketHandle) {
+    fn mark_event(&mut self, h: SocketHandle, ready: u8) {
         if let Some(slot) = self.slots.get_mut(h.index as usize) {
+            slot.ready |= ready;
             if !slot.evented {
                 slot.evented = true;
                 self.events.push(h);
@@ -1465,7 +1522,7 @@ impl Stack {
             Err(e) => return Err(e),
         };
         sock.last_active = now;
-        self.mark(h);
+        self.mark(h, 0);
         Ok(n)
     }
 
@@ -1500,7 +1557,7 @@ impl Stack {
         if matches!(r, Ok(n) if n > 0) {
             sock.last_active = now;
             // Reading may open the window: let the TCB send an update.
-            self.mark(h);
+            self.mark(h, 0);
         }
         r
     }
@@ -1508,7 +1565,7 @@ impl Stack {
     /// Half-close: FIN after queued data; reading continues.
     pub fn tcp_shutdown(&mut self, h: SocketHandle) -> Result<(), TcpError> {
         self.tcp(h)?.tcb.shutdown();
-        self.mark(h);
+        self.mark(h, READABLE | WRITABLE);
         Ok(())
     }
 
@@ -1526,7 +1583,7 @@ impl Stack {
             }
             sock.tcb.orphan();
             sock.orphaned = true;
-            self.mark(h);
+            self.mark(h, READABLE | WRITABLE);
         }
     }
 
@@ -1534,13 +1591,13 @@ impl Stack {
     pub fn tcp_abort(&mut self, h: SocketHandle) {
         if let Ok(sock) = self.tcp(h) {
             sock.tcb.abort();
-            self.mark(h);
+            self.mark(h, READABLE | WRITABLE);
         }
     }
 
     pub fn tcp_set_nodelay(&mut self, h: SocketHandle, nodelay: bool) -> Result<(), TcpError> {
         self.tcp(h)?.tcb.set_nodelay(nodelay);
-        self.mark(h);
+        self.mark(h, 0);
         Ok(())
     }
 
@@ -1620,7 +1677,7 @@ impl Stack {
             if let Ok(sock) = self.tcp(h) {
                 sock.tcb.abort();
                 sock.orphaned = true;
-                self.mark(h);
+                self.mark(h, READABLE | WRITABLE);
             }
         }
         // Embryonic connections notice the listener is gone when they establish.

@@ -7,6 +7,14 @@
 //! packets from the fd into a [`QueueDevice`], takes the lock, runs
 //! `Stack::poll` against that queue, releases the lock, and only then writes
 //! the queued output to the fd.
+//!
+//! While the loop sleeps, a thread that writes to a socket (or whose read
+//! opens the window) sends the segments itself, as a kernel's `send` runs
+//! TCP in the caller's context: it polls the stack into a queue of its own
+//! and writes that to the device, sparing the loop a wake-up and the
+//! message the hand-off's latency ([`Shared::kick`]). The device lock is
+//! taken before the stack lock is released, on this path as on the loop's,
+//! so packets reach the device in the order the stack made them.
 
 mod socket;
 
@@ -94,6 +102,14 @@ impl PreciseTimer {
 /// State shared between the event loop and the handles.
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
+    /// The device, shared by the loop (reads, writes) and threads that send
+    /// while the loop sleeps. Lock order: `inner`, then `tx_queue`, then
+    /// `device`; whoever holds `device` takes no other lock.
+    device: Mutex<Box<dyn Device + Send>>,
+    /// Output of a sending thread's stack poll ([`Shared::kick`]).
+    tx_queue: Mutex<QueueDevice>,
+    /// The loop is asleep in `epoll_wait` (and not about to poll again).
+    parked: AtomicBool,
     waker: Waker,
     /// A wake is on its way to the loop and the loop has not yet started
     /// the pass that will see it: further wakes need no waker write.
@@ -105,9 +121,37 @@ pub(crate) struct Shared {
 pub(crate) struct Inner {
     pub(crate) stack: Stack,
     /// Condition variables of threads blocked on a socket, by socket index.
-    waiters: HashMap<usize, Arc<Condvar>>,
+    waiters: HashMap<usize, Waiters>,
     /// Code run on the loop thread in every pass ([`Net::run_in_loop`]).
     tasks: Vec<LoopTask>,
+    /// The stack deadline the loop sleeps until (from its last pass).
+    loop_deadline: Option<Instant>,
+}
+
+/// What a blocked thread waits for: the loop signals only the condition
+/// variables whose readiness an event carries, as the kernel wakes a
+/// socket's readers on data and its writers on freed space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitFor {
+    /// Data, end of stream, an error, a connection to accept, a datagram.
+    Read,
+    /// Send space, the handshake's end, the peer's acknowledgment.
+    Write,
+}
+
+/// The threads blocked on one socket, by what they wait for.
+#[derive(Default)]
+struct Waiters {
+    read: Option<Arc<Condvar>>,
+    write: Option<Arc<Condvar>>,
+}
+
+impl Waiters {
+    fn for_bits(&self, bits: u8) -> impl Iterator<Item = &Arc<Condvar>> {
+        let r = (bits & crate::stack::READABLE != 0).then_some(self.read.as_ref());
+        let w = (bits & crate::stack::WRITABLE != 0).then_some(self.write.as_ref());
+        r.flatten().into_iter().chain(w.flatten())
+    }
 }
 
 /// A task on the event-loop thread: called with the stack in every pass of
@@ -142,6 +186,46 @@ impl Shared {
         }
     }
 
+    /// Tell the stack a socket has output (data written, a window update
+    /// due). If the loop is asleep and no loop tasks run, send it from this
+    /// thread; else wake the loop. The loop is still woken if this poll left
+    /// it something to do: a deadline earlier than the one it sleeps until,
+    /// sockets with work, readiness for other threads, a device that holds
+    /// packets back.
+    pub(crate) fn kick(&self) {
+        if !self.parked.load(Ordering::Acquire) {
+            return self.wake();
+        }
+        let mut g = self.lock();
+        if !g.tasks.is_empty() || self.is_stopped() {
+            drop(g);
+            return self.wake();
+        }
+        let mut q = self.tx_queue.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        let deadline = g.stack.poll(now, &mut *q);
+        let earlier = match (deadline, g.loop_deadline) {
+            (Some(d), Some(l)) => d < l,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let mut need_loop = earlier || g.stack.needs_poll() || g.stack.has_ready_events();
+        let mut dev = self.device.lock().unwrap_or_else(|e| e.into_inner());
+        drop(g);
+        while let Some(pkt) = q.tx.pop_front() {
+            if let Err(e) = dev.send(now, &pkt) {
+                log::warn!("device write failed: {e}");
+            }
+            q.recycle(pkt);
+        }
+        need_loop |= dev.poll_at().is_some();
+        drop(dev);
+        drop(q);
+        if need_loop {
+            self.wake();
+        }
+    }
+
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
@@ -151,6 +235,7 @@ impl Shared {
     pub(crate) fn wait_for<T>(
         &self,
         h: SocketHandle,
+        interest: WaitFor,
         deadline: Option<std::time::Instant>,
         mut ready: impl FnMut(&mut Stack) -> Option<io::Result<T>>,
     ) -> io::Result<T> {
@@ -165,11 +250,12 @@ impl Shared {
                     "the stack has stopped",
                 ));
             }
-            let cv = g
-                .waiters
-                .entry(h.index())
-                .or_insert_with(|| Arc::new(Condvar::new()))
-                .clone();
+            let w = g.waiters.entry(h.index()).or_default();
+            let slot = match interest {
+                WaitFor::Read => &mut w.read,
+                WaitFor::Write => &mut w.write,
+            };
+            let cv = slot.get_or_insert_with(|| Arc::new(Condvar::new())).clone();
             g = match deadline {
                 None => cv.wait(g).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
@@ -226,12 +312,17 @@ impl Net {
         let fd = device.as_raw_fd();
         poll.registry()
             .register(&mut SourceFd(&fd), DEVICE, Interest::READABLE)?;
+        let mtu = device.mtu();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 stack: Stack::new(config, rng),
                 waiters: HashMap::new(),
                 tasks: Vec::new(),
+                loop_deadline: None,
             }),
+            device: Mutex::new(Box::new(device)),
+            tx_queue: Mutex::new(QueueDevice::new(mtu)),
+            parked: AtomicBool::new(false),
             waker,
             wake_pending: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -241,7 +332,7 @@ impl Net {
         let thread = std::thread::Builder::new()
             .name("tunstack".into())
             .spawn(move || {
-                let r = event_loop(&s2, poll, device);
+                let r = event_loop(&s2, poll);
                 if let Err(e) = &r {
                     log::error!("stack event loop failed: {e}");
                 }
@@ -326,25 +417,29 @@ impl Drop for Net {
 
 fn notify_all(shared: &Shared) {
     let g = shared.lock();
-    for cv in g.waiters.values() {
+    for cv in g.waiters.values().flat_map(|w| w.for_bits(!0)) {
         cv.notify_all();
     }
 }
 
-fn event_loop<D: Device + AsRawFd>(
-    shared: &Shared,
-    mut poll: Poll,
-    mut device: D,
-) -> io::Result<()> {
-    let mtu = device.mtu();
+fn lock_device(shared: &Shared) -> MutexGuard<'_, Box<dyn Device + Send>> {
+    shared.device.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
+    let (mtu, caps) = {
+        let d = lock_device(shared);
+        (d.mtu(), d.capabilities())
+    };
     let mut events = Events::with_capacity(16);
     let mut queue = QueueDevice::new(mtu);
     let mut woken: Vec<SocketHandle> = Vec::new();
+    let mut woken_ready: Vec<u8> = Vec::new();
     let mut to_notify: Vec<Arc<Condvar>> = Vec::new();
     // The largest packet a read may return: one MTU, or a GSO packet of up
     // to 64 KB from a device that segments (a vnet-header TUN). Buffers of
     // the queue grow to this capacity, no further.
-    let rx_max = if device.capabilities().max_tso_segment > mtu {
+    let rx_max = if caps.max_tso_segment > mtu {
         mtu.max(crate::phy::tun::MAX_GSO_PACKET)
     } else {
         mtu
@@ -366,7 +461,16 @@ fn event_loop<D: Device + AsRawFd>(
                 t.arm(after);
             }
         }
-        match poll.poll(&mut events, timeout) {
+        // Asleep: a thread that writes sends for itself (`Shared::kick`).
+        let park = timeout != Some(Duration::ZERO);
+        if park {
+            shared.parked.store(true, Ordering::Release);
+        }
+        let r = poll.poll(&mut events, timeout);
+        if park {
+            shared.parked.store(false, Ordering::Release);
+        }
+        match r {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -387,6 +491,7 @@ fn event_loop<D: Device + AsRawFd>(
         let mut device_drained = true;
         // One clock read per batch, not per packet (the TUN ignores it).
         let now = shared.clock.now();
+        let mut device = lock_device(shared);
         for i in 0..batch {
             // Straight into a queue buffer where the device can; else
             // through `rx_buf` and a copy.
@@ -418,8 +523,9 @@ fn event_loop<D: Device + AsRawFd>(
                 device_drained = false;
             }
         }
+        drop(device);
         // 2. Run the stack.
-        let (deadline, busy) = {
+        let (deadline, busy, mut device) = {
             let mut g = shared.lock();
             let now = shared.clock.now();
             let mut deadline = g.stack.poll(now, &mut queue);
@@ -427,7 +533,7 @@ fn event_loop<D: Device + AsRawFd>(
             while !queue.rx.is_empty() {
                 deadline = g.stack.poll(shared.clock.now(), &mut queue);
             }
-            g.stack.drain_events(&mut woken);
+            g.stack.drain_events_ready(&mut woken, &mut woken_ready);
             if !g.tasks.is_empty() {
                 let inner = &mut *g;
                 inner.tasks.retain_mut(|t| t(&mut inner.stack, &woken));
@@ -436,12 +542,16 @@ fn event_loop<D: Device + AsRawFd>(
                     deadline = inner.stack.poll(shared.clock.now(), &mut queue);
                 }
             }
-            for h in woken.drain(..) {
-                if let Some(cv) = g.waiters.get(&h.index()) {
-                    to_notify.push(cv.clone());
+            for (h, bits) in woken.drain(..).zip(woken_ready.drain(..)) {
+                if let Some(w) = g.waiters.get(&h.index()) {
+                    to_notify.extend(w.for_bits(bits).cloned());
                 }
             }
-            (deadline, g.stack.needs_poll())
+            g.loop_deadline = deadline;
+            // Taken before the stack lock is released: a sending thread's
+            // packets (`Shared::kick`) cannot overtake this pass's.
+            let device = lock_device(shared);
+            (deadline, g.stack.needs_poll(), device)
         };
         // Signal the waiting threads once the lock is released: a thread
         // woken while the loop still holds it would at once block on the
@@ -457,13 +567,15 @@ fn event_loop<D: Device + AsRawFd>(
             }
             queue.recycle(pkt);
         }
+        let device_at = device.poll_at();
+        drop(device);
         timeout = if !device_drained || busy {
             Some(Duration::ZERO)
         } else {
             deadline.map(|d| d.saturating_duration_since(shared.clock.now()))
         };
         // A held packet inside a device wrapper (fault injection) also wakes us.
-        if let Some(at) = device.poll_at() {
+        if let Some(at) = device_at {
             let t = at.saturating_duration_since(shared.clock.now());
             timeout = Some(timeout.map_or(t, |x| x.min(t)));
         }

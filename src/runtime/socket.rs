@@ -5,7 +5,7 @@
 //! locks the stack only to move bytes; waiting happens on a per-socket
 //! condition variable that the event loop signals.
 
-use super::{deadline_from, Net, Shared};
+use super::{deadline_from, Net, Shared, WaitFor};
 use crate::stack::{SocketHandle, StackError};
 use crate::tcp::{State, TcpError, TcpStats};
 use crate::time::Duration;
@@ -55,7 +55,7 @@ impl TcpListener {
     ) -> io::Result<(TcpStream, SocketAddrV4)> {
         let h = self
             .shared
-            .wait_for(self.h, deadline_from(timeout), |stack| {
+            .wait_for(self.h, WaitFor::Read, deadline_from(timeout), |stack| {
                 err_would_block(stack.tcp_accept(self.h))
             })?;
         let peer = self
@@ -168,15 +168,18 @@ impl TcpStream {
         };
         shared.wake();
         let stream = TcpStream::from_handle(shared.clone(), h);
-        let r = shared.wait_for(h, deadline_from(timeout), |stack| {
-            match stack.tcp_state(h) {
+        let r = shared.wait_for(
+            h,
+            WaitFor::Write,
+            deadline_from(timeout),
+            |stack| match stack.tcp_state(h) {
                 Some(State::SynSent) | Some(State::SynReceived) => None,
                 Some(State::Closed) | None => Some(Err(io::Error::from(
                     stack.tcp_error(h).unwrap_or(TcpError::NotConnected),
                 ))),
                 Some(_) => Some(Ok(())),
-            }
-        });
+            },
+        );
         match r {
             Ok(()) => Ok(stream),
             Err(e) => {
@@ -258,12 +261,13 @@ impl TcpStream {
     /// Wait until everything written has been acknowledged by the peer.
     pub fn wait_acked(&self, timeout: Option<Duration>) -> io::Result<()> {
         let h = self.inner.h;
-        self.shared().wait_for(h, deadline_from(timeout), |stack| {
-            if let Some(e) = stack.tcp_error(h) {
-                return Some(Err(e.into()));
-            }
-            (stack.tcp_send_queue(h) == 0).then_some(Ok(()))
-        })
+        self.shared()
+            .wait_for(h, WaitFor::Write, deadline_from(timeout), |stack| {
+                if let Some(e) = stack.tcp_error(h) {
+                    return Some(Err(e.into()));
+                }
+                (stack.tcp_send_queue(h) == 0).then_some(Ok(()))
+            })
     }
 
     fn read_inner(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -282,12 +286,14 @@ impl TcpStream {
         // about where the peer knows it needs no loop pass; the dirty mark
         // `tcp_recv` left is handled on the loop's next pass. This saves a
         // waker write and a loop wake-up per message received.
-        let (n, wake) = self.shared().wait_for(h, deadline_from(timeout), |stack| {
-            err_would_block(stack.tcp_recv(h, buf))
-                .map(|r| r.map(|n| (n, n == 0 || stack.tcp_ack_due(h))))
-        })?;
+        let (n, wake) =
+            self.shared()
+                .wait_for(h, WaitFor::Read, deadline_from(timeout), |stack| {
+                    err_would_block(stack.tcp_recv(h, buf))
+                        .map(|r| r.map(|n| (n, n == 0 || stack.tcp_ack_due(h))))
+                })?;
         if wake {
-            self.shared().wake();
+            self.shared().kick();
         }
         Ok(n)
     }
@@ -302,10 +308,12 @@ impl TcpStream {
             .write_timeout
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let n = self.shared().wait_for(h, deadline_from(timeout), |stack| {
-            err_would_block(stack.tcp_send(h, buf))
-        })?;
-        self.shared().wake();
+        let n = self
+            .shared()
+            .wait_for(h, WaitFor::Write, deadline_from(timeout), |stack| {
+                err_would_block(stack.tcp_send(h, buf))
+            })?;
+        self.shared().kick();
         Ok(n)
     }
 }
@@ -413,7 +421,7 @@ impl UdpSocket {
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4)> {
         let timeout = *self.read_timeout.lock().unwrap_or_else(|e| e.into_inner());
         self.shared
-            .wait_for(self.h, deadline_from(timeout), |stack| {
+            .wait_for(self.h, WaitFor::Read, deadline_from(timeout), |stack| {
                 err_would_block(stack.udp_recv_from(self.h, buf))
             })
     }
