@@ -410,3 +410,89 @@ fn twenty_mb_each_way_through_two_percent_loss() {
         );
     });
 }
+
+#[test]
+fn a_reader_is_not_woken_by_its_writer_nor_by_acks_that_carry_no_data() {
+    with_stack("reader_not_woken", |up| {
+        const N: usize = 400;
+        let k = KernelListener::bind((KERNEL, 9100)).unwrap();
+        // The kernel reads every message, then answers one byte.
+        let sink = std::thread::spawn(move || {
+            let (mut s, _) = k.accept().unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut got = vec![0u8; N * 100];
+            s.read_exact(&mut got).unwrap();
+            s.write_all(b"!").unwrap();
+            got
+        });
+        let mut w = stack_connect(up, 9100);
+        let mut r = w.try_clone().unwrap();
+        let before = up.net.runtime_stats();
+        let reader = std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            r.read_exact(&mut b).map(|_| b[0])
+        });
+        // Let the reader block, then write message by message: each is a
+        // segment the kernel ACKs on its own.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut sent = Vec::new();
+        for i in 0..N {
+            let msg = [(i % 251) as u8; 100];
+            w.write_all(&msg).unwrap();
+            sent.extend_from_slice(&msg);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        assert_eq!(reader.join().unwrap().unwrap(), b'!');
+        let after = up.net.runtime_stats();
+        assert_eq!(
+            sink.join().unwrap(),
+            sent,
+            "the kernel got every byte in order"
+        );
+        let woken = after.thread_wakeups - before.thread_wakeups;
+        eprintln!("{N} writes, {woken} wake-ups of blocked threads: {after:?}");
+        // The reader wakes for the one byte (and the services' threads may
+        // time out now and then); before events carried readiness it woke
+        // for each ACK (and each write the loop sent), N times or more.
+        assert!(woken < 40, "{woken} wake-ups for {N} writes");
+    });
+}
+
+#[test]
+fn a_write_while_the_loop_sleeps_is_sent_by_the_writing_thread() {
+    with_stack("direct_send", |up| {
+        const ROUNDS: u64 = 300;
+        let k = KernelListener::bind((KERNEL, 9101)).unwrap();
+        let echo = std::thread::spawn(move || {
+            let (mut s, _) = k.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut b = [0u8; 64];
+            for _ in 0..ROUNDS {
+                s.read_exact(&mut b).unwrap();
+                s.write_all(&b).unwrap();
+            }
+        });
+        let mut s = stack_connect(up, 9101);
+        s.set_nodelay(true).unwrap();
+        let before = up.net.runtime_stats();
+        for i in 0..ROUNDS {
+            let msg = [(i % 256) as u8; 64];
+            s.write_all(&msg).unwrap();
+            let mut b = [0u8; 64];
+            s.read_exact(&mut b).unwrap();
+            assert_eq!(b, msg, "round {i}");
+        }
+        echo.join().unwrap();
+        let after = up.net.runtime_stats();
+        let direct = after.direct_sends - before.direct_sends;
+        let wakes = after.waker_writes - before.waker_writes;
+        eprintln!("{ROUNDS} round trips: {direct} writes sent by their thread, {wakes} loop wakes");
+        // Each write finds the loop asleep unless the host delays it; the
+        // loop wakes only for what comes in.
+        assert!(
+            direct >= ROUNDS / 4,
+            "only {direct} of {ROUNDS} writes sent directly"
+        );
+        assert!(wakes < ROUNDS, "{wakes} loop wakes for {ROUNDS} writes");
+    });
+}

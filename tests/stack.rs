@@ -464,3 +464,74 @@ fn rfc5961_challenge_ack_limit_is_per_connection_not_stack_wide() {
         .sum();
     assert_eq!(counted, (LIMIT * (2 + 18 + 20)) as u64);
 }
+
+/// The readiness bits each socket's event carries (sockets with an event only).
+fn events(s: &mut Stack) -> Vec<(tunstack::stack::SocketHandle, u8)> {
+    let (mut hs, mut bits) = (Vec::new(), Vec::new());
+    s.drain_events_ready(&mut hs, &mut bits);
+    hs.into_iter().zip(bits).collect()
+}
+
+/// The bits of `h`'s event, 0 if it has none.
+fn bits_of(ev: &[(tunstack::stack::SocketHandle, u8)], h: tunstack::stack::SocketHandle) -> u8 {
+    ev.iter().find(|(x, _)| *x == h).map_or(0, |&(_, b)| b)
+}
+
+#[test]
+fn events_carry_readiness_only_for_what_can_unblock_a_thread() {
+    use tunstack::stack::{READABLE, WRITABLE};
+    let mut s = Stack::new(StackConfig::new(Ipv4Addr::from(STACK)), Rng::new(5));
+    let mut dev = QueueDevice::new(1500);
+    let l = s.tcp_listen(80, 4).unwrap();
+    let now = Instant::ZERO;
+    dev.rx.push_back(segment(5001, 100, None, true));
+    s.poll(now, &mut dev);
+    let iss = sent(&mut dev)[0].3;
+    dev.rx
+        .push_back(segment(5001, 101, Some(iss.wrapping_add(1)), false));
+    s.poll(now, &mut dev);
+    // A connection to accept: the listener is readable.
+    assert_eq!(bits_of(&events(&mut s), l) & READABLE, READABLE);
+    let c = s.tcp_accept(l).unwrap();
+    events(&mut s);
+    // The user's own write, and its transmission: an event (loop tasks see
+    // it) with no readiness, so a thread blocked reading is not woken.
+    assert_eq!(s.tcp_send(c, b"hello").unwrap(), 5);
+    s.poll(now, &mut dev);
+    assert_eq!(sent(&mut dev).len(), 1, "the write goes out");
+    let ev = events(&mut s);
+    assert!(ev.iter().any(|&(h, _)| h == c), "tasks see the write");
+    assert_eq!(bits_of(&ev, c), 0);
+    // Data that acknowledges nothing new: readable only.
+    dev.rx
+        .push_back(data_segment(5001, 101, iss.wrapping_add(1), b"abc"));
+    s.poll(now, &mut dev);
+    assert_eq!(bits_of(&events(&mut s), c), READABLE);
+    // A pure ACK of the five bytes frees send space: writable only.
+    dev.rx
+        .push_back(segment(5001, 104, Some(iss.wrapping_add(6)), false));
+    s.poll(now, &mut dev);
+    assert_eq!(bits_of(&events(&mut s), c), WRITABLE);
+    // A duplicate of it changes nothing a thread waits for.
+    dev.rx
+        .push_back(segment(5001, 104, Some(iss.wrapping_add(6)), false));
+    s.poll(now, &mut dev);
+    assert_eq!(bits_of(&events(&mut s), c), 0);
+    // Reading is the user's own act.
+    let mut buf = [0u8; 8];
+    assert_eq!(s.tcp_recv(c, &mut buf).unwrap(), 3);
+    s.poll(now, &mut dev);
+    assert_eq!(bits_of(&events(&mut s), c), 0);
+    // The peer's FIN changes the state: both.
+    let mut fin = Vec::new();
+    PacketBuilder::ipv4(PEER, STACK, 64)
+        .tcp(5001, 80, 104, 64240)
+        .ack(iss.wrapping_add(6))
+        .fin()
+        .write(&mut fin, &[])
+        .unwrap();
+    dev.rx.push_back(fin);
+    s.poll(now, &mut dev);
+    assert_eq!(s.tcp_state(c), Some(State::CloseWait));
+    assert_eq!(bits_of(&events(&mut s), c), READABLE | WRITABLE);
+}

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -99,6 +99,33 @@ impl PreciseTimer {
     }
 }
 
+/// How the runtime hands work between threads (see [`RuntimeStats`]).
+#[derive(Default)]
+struct Counters {
+    waker_writes: AtomicU64,
+    loop_passes: AtomicU64,
+    direct_sends: AtomicU64,
+    direct_packets: AtomicU64,
+    thread_wakeups: AtomicU64,
+}
+
+/// Counters of the runtime's hand-offs: what a message costs beyond the
+/// protocol work ([`Net::runtime_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Wakes of the event loop through its eventfd (coalesced).
+    pub waker_writes: u64,
+    /// Passes of the event loop (packets, timers, wakes).
+    pub loop_passes: u64,
+    /// Writes whose segments their own thread sent while the loop slept.
+    pub direct_sends: u64,
+    /// Packets those writes put on the device.
+    pub direct_packets: u64,
+    /// Returns from a blocked thread's wait (signalled or timed out) that
+    /// the wait then re-checked.
+    pub thread_wakeups: u64,
+}
+
 /// State shared between the event loop and the handles.
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
@@ -115,6 +142,7 @@ pub(crate) struct Shared {
     /// the pass that will see it: further wakes need no waker write.
     wake_pending: AtomicBool,
     stopped: AtomicBool,
+    counters: Counters,
     pub(crate) clock: Clock,
 }
 
@@ -181,14 +209,15 @@ impl Shared {
         if self.wake_pending.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.counters.waker_writes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.waker.wake() {
             log::warn!("cannot wake the stack thread: {e}");
         }
     }
 
     /// Tell the stack a socket has output (data written, a window update
-    /// due). If the loop is asleep and no loop tasks run, send it from this
-    /// thread; else wake the loop. The loop is still woken if this poll left
+    /// due). If the loop is asleep, send it from this thread; else wake
+    /// the loop. The loop is still woken if this poll left
     /// it something to do: a deadline earlier than the one it sleeps until,
     /// sockets with work, readiness for other threads, a device that holds
     /// packets back.
@@ -197,10 +226,13 @@ impl Shared {
             return self.wake();
         }
         let mut g = self.lock();
-        if !g.tasks.is_empty() || self.is_stopped() {
+        if self.is_stopped() {
             drop(g);
             return self.wake();
         }
+        // Events this poll leaves without readiness bits (the write's own)
+        // reach loop tasks in the loop's next pass: none of them made a
+        // socket readable or writable, so nothing waits on them.
         let mut q = self.tx_queue.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
         let deadline = g.stack.poll(now, &mut *q);
@@ -212,6 +244,12 @@ impl Shared {
         let mut need_loop = earlier || g.stack.needs_poll() || g.stack.has_ready_events();
         let mut dev = self.device.lock().unwrap_or_else(|e| e.into_inner());
         drop(g);
+        if !q.tx.is_empty() {
+            let c = &self.counters;
+            c.direct_sends.fetch_add(1, Ordering::Relaxed);
+            c.direct_packets
+                .fetch_add(q.tx.len() as u64, Ordering::Relaxed);
+        }
         while let Some(pkt) = q.tx.pop_front() {
             if let Err(e) = dev.send(now, &pkt) {
                 log::warn!("device write failed: {e}");
@@ -271,6 +309,7 @@ impl Shared {
                         .0
                 }
             };
+            self.counters.thread_wakeups.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -326,6 +365,7 @@ impl Net {
             waker,
             wake_pending: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            counters: Counters::default(),
             clock: Clock::new(),
         });
         let s2 = shared.clone();
@@ -354,6 +394,19 @@ impl Net {
 
     pub fn stats(&self) -> StackStats {
         self.shared.lock().stack.stats()
+    }
+
+    /// The runtime's hand-off counters since the stack started.
+    pub fn runtime_stats(&self) -> RuntimeStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RuntimeStats {
+            waker_writes: get(&c.waker_writes),
+            loop_passes: get(&c.loop_passes),
+            direct_sends: get(&c.direct_sends),
+            direct_packets: get(&c.direct_packets),
+            thread_wakeups: get(&c.thread_wakeups),
+        }
     }
 
     /// Every live TCP connection with its stats (like `ss -ti`).
@@ -483,6 +536,7 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
         if shared.is_stopped() {
             return Ok(());
         }
+        shared.counters.loop_passes.fetch_add(1, Ordering::Relaxed);
         // Every wake before this point is seen by this pass's stack poll;
         // a wake after it writes the waker again (see `Shared::wake`).
         shared.wake_pending.swap(false, Ordering::AcqRel);
