@@ -916,14 +916,27 @@ fn failovers(c: &mut dyn Cluster, kills: usize) -> io::Result<Vec<f64>> {
     (0..kills).map(|_| failover(c)).collect()
 }
 
-/// Everything, in a namespace of its own. `TUNSTACK_BENCH_KV_KILLS=N` overrides the number
-/// of leader kills per system.
+/// Everything, in a namespace of its own. For profiling one case:
+/// `TUNSTACK_BENCH_KV_KILLS=N` overrides the number of leader kills per system,
+/// `TUNSTACK_BENCH_KV_CLIENTS=8,32` the client counts of the write loads.
 pub fn run(mut p: KvParams) -> io::Result<KvBench> {
     if let Some(k) = std::env::var("TUNSTACK_BENCH_KV_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
     {
         p.kills = k;
+    }
+    if let Ok(v) = std::env::var("TUNSTACK_BENCH_KV_CLIENTS") {
+        let clients: Result<Vec<usize>, _> = v.split(',').map(|c| c.trim().parse()).collect();
+        p.clients = clients
+            .ok()
+            .filter(|c| !c.is_empty() && !c.contains(&0))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("TUNSTACK_BENCH_KV_CLIENTS={v:?}: want client counts like 8,32"),
+                )
+            })?;
     }
     netns::in_new_netns(move || bench_here(p))?
 }
