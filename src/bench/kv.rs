@@ -928,15 +928,12 @@ pub fn run(mut p: KvParams) -> io::Result<KvBench> {
     }
     if let Ok(v) = std::env::var("TUNSTACK_BENCH_KV_CLIENTS") {
         let clients: Result<Vec<usize>, _> = v.split(',').map(|c| c.trim().parse()).collect();
-        p.clients = clients
-            .ok()
-            .filter(|c| !c.is_empty() && !c.contains(&0))
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("TUNSTACK_BENCH_KV_CLIENTS={v:?}: want client counts like 8,32"),
-                )
-            })?;
+        p.clients = clients.ok().filter(|c| !c.contains(&0)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TUNSTACK_BENCH_KV_CLIENTS={v:?}: want client counts like 8,32"),
+            )
+        })?;
     }
     netns::in_new_netns(move || bench_here(p))?
 }
