@@ -920,11 +920,13 @@ fn failovers(c: &mut dyn Cluster, kills: usize) -> io::Result<Vec<f64>> {
 /// `TUNSTACK_BENCH_KV_KILLS=N` overrides the number of leader kills per system,
 /// `TUNSTACK_BENCH_KV_CLIENTS=8,32` the client counts of the write loads.
 pub fn run(mut p: KvParams) -> io::Result<KvBench> {
-    if let Some(k) = std::env::var("TUNSTACK_BENCH_KV_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        p.kills = k;
+    if let Ok(v) = std::env::var("TUNSTACK_BENCH_KV_KILLS") {
+        p.kills = v.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TUNSTACK_BENCH_KV_KILLS={v:?}: want a number of leader kills like 5"),
+            )
+        })?;
     }
     if let Ok(v) = std::env::var("TUNSTACK_BENCH_KV_CLIENTS") {
         let clients: Result<Vec<usize>, _> = v.split(',').map(|c| c.trim().parse()).collect();
