@@ -44,7 +44,8 @@ pub enum Rejection {
     ForwardedWithTerm(MessageType),
     /// A term above [`MAX_TERM`] or an index above [`MAX_INDEX`] anywhere in the message.
     OutOfRange,
-    /// A forwarded proposal with no entries.
+    /// A forwarded proposal or read request with no entries (raft-rs's leader reads the
+    /// read request's context from its first entry, and panics on an empty one).
     EmptyProposal,
     /// Appended entries whose indexes do not follow the message's index one by one.
     EntriesNotContiguous,
@@ -88,7 +89,7 @@ impl fmt::Display for Rejection {
             Rejection::NoTerm(t) => write!(f, "{t:?} without a term"),
             Rejection::ForwardedWithTerm(t) => write!(f, "forwarded {t:?} with a term"),
             Rejection::OutOfRange => write!(f, "term or index out of range"),
-            Rejection::EmptyProposal => write!(f, "empty proposal"),
+            Rejection::EmptyProposal => write!(f, "forwarded proposal or read without entries"),
             Rejection::EntriesNotContiguous => write!(f, "entries not contiguous"),
             Rejection::EntryTerms => write!(f, "entry terms out of order"),
             Rejection::NoLogTerm => write!(f, "append after index > 0 with log term 0"),
@@ -163,7 +164,9 @@ pub fn check<S: Storage>(m: &Message, log: &RaftLog<S>, term: u64) -> Result<(),
         return Err(Rejection::OutOfRange);
     }
     match t {
-        MessageType::MsgPropose if m.entries.is_empty() => return Err(Rejection::EmptyProposal),
+        MessageType::MsgPropose | MessageType::MsgReadIndex if m.entries.is_empty() => {
+            return Err(Rejection::EmptyProposal)
+        }
         MessageType::MsgAppend => {
             check_append(m)?;
             // From the current leader (or a newer one): raft acts on it. A stale leader's
@@ -367,10 +370,12 @@ mod tests {
         let t = MessageType::MsgRequestPreVote;
         assert_eq!(check(&msg(t, 0), &log(), 0), Err(Rejection::NoTerm(t)));
         assert_eq!(check(&msg(t, 3), &log(), 0), Ok(()));
-        let mut p = msg(MessageType::MsgPropose, 0);
-        assert_eq!(check(&p, &log(), 0), Err(Rejection::EmptyProposal));
-        p.entries.push(entry(0, 0));
-        assert_eq!(check(&p, &log(), 0), Ok(()));
+        for t in [MessageType::MsgPropose, MessageType::MsgReadIndex] {
+            let mut p = msg(t, 0);
+            assert_eq!(check(&p, &log(), 0), Err(Rejection::EmptyProposal));
+            p.entries.push(entry(0, 0));
+            assert_eq!(check(&p, &log(), 0), Ok(()));
+        }
     }
 
     /// Found by the kv_node fuzz target: a MsgReadIndex with term 12 to a follower, which
@@ -702,5 +707,12 @@ mod tests {
         assert_eq!(node.failed(), None);
         assert!(node.is_leader());
         assert_eq!(node.counters().bad_frames, bad.len() as u64 + 1);
+        // An empty forwarded read request, to the leader: raft-rs indexes its first entry
+        // ("index out of bounds" in step_leader; fuzz: kv_node, 2026-12-04).
+        node.on_frame(2, &frame(2, &msg(MessageType::MsgReadIndex, 0)), now);
+        node.poll(now, &mut out);
+        assert_eq!(node.failed(), None);
+        assert!(node.is_leader());
+        assert_eq!(node.counters().bad_frames, bad.len() as u64 + 2);
     }
 }
