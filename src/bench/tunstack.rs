@@ -90,6 +90,46 @@ fn cpu_since(tid: Option<i32>, before: Option<Duration>) -> Option<Duration> {
     Some(tid.and_then(env::thread_cpu)?.saturating_sub(before?))
 }
 
+/// Run `f` while a thread samples the stack's first TCP connection every
+/// 500 µs, and log (debug) the means of its congestion window and bytes in
+/// flight and the spread of its SRTT: the figures behind a sending row
+/// (the stats logged at the end are one instant, often just after a loss).
+fn with_tcp_samples<T>(net: &crate::runtime::Net, f: impl FnOnce() -> T) -> T {
+    let done = AtomicBool::new(false);
+    let (r, samples) = std::thread::scope(|sc| {
+        let sampler = sc.spawn(|| {
+            let mut v = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(500));
+                if let Some((_, _, st)) = net.tcp_connections().into_iter().next() {
+                    v.push((st.cwnd, st.bytes_in_flight, st.srtt.unwrap_or_default()));
+                }
+            }
+            v
+        });
+        let r = f();
+        done.store(true, Ordering::Relaxed);
+        (r, sampler.join().unwrap_or_default())
+    });
+    if !samples.is_empty() {
+        let n = samples.len();
+        let mean =
+            |g: fn(&(usize, usize, Duration)) -> usize| samples.iter().map(g).sum::<usize>() / n;
+        let mut srtt: Vec<Duration> = samples.iter().map(|s| s.2).collect();
+        srtt.sort();
+        log::debug!(
+            "bench: {n} samples of the sender: cwnd mean {} B, in flight mean {} B, \
+             SRTT p10 / p50 / p90 {:?} / {:?} / {:?}",
+            mean(|s| s.0),
+            mean(|s| s.1),
+            srtt[n / 10],
+            srtt[n / 2],
+            srtt[n * 9 / 10]
+        );
+    }
+    r
+}
+
 /// Bulk TCP over TUN between the kernel and tunstack. The kernel is the
 /// client; the stack's server sends or sinks. Measured at the receiver.
 pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
@@ -144,7 +184,12 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
                 let _ = writer.join();
             }
             Dir::StackToKernel => {
-                received = Some(receive_for(&mut k, p.volume, p.max_time)?);
+                let r = if log::log_enabled!(log::Level::Debug) {
+                    with_tcp_samples(&up.net, || receive_for(&mut k, p.volume, p.max_time))
+                } else {
+                    receive_for(&mut k, p.volume, p.max_time)
+                };
+                received = Some(r?);
                 stop.store(true, Ordering::Relaxed);
             }
         }
