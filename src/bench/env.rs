@@ -51,8 +51,44 @@ pub fn host_cc() -> String {
 /// Drop `percent`% of the packets in each direction on device `dev`
 /// (kernel side), with nftables `numgen random mod 100 < N drop` rules in
 /// the prerouting (device → kernel) and postrouting (kernel → device) hooks
-/// of the calling thread's namespace. The same rules serve every system.
+/// of the calling thread's namespace. The same rules serve every system
+/// on a TUN.
+///
+/// A drop in postrouting is reported to the kernel's sending socket (the
+/// transmit fails and TCP sends the segment again at once, as after local
+/// congestion), so the kernel's own data is never lost there; only its
+/// pure ACKs, which it does not resend, are. See [`install_ingress_loss`].
 pub fn install_loss(dev: &str, percent: u32) -> io::Result<()> {
+    install_loss_rules(dev, percent, true)
+}
+
+/// Drop `percent`% of the packets arriving from `dev` (the prerouting
+/// hook only). For a veth pair, this on both ends is loss each way that
+/// neither kernel sender can see coming: a drop on the way out
+/// ([`install_loss`]'s postrouting rule) is reported to the sender.
+pub fn install_ingress_loss(dev: &str, percent: u32) -> io::Result<()> {
+    install_loss_rules(dev, percent, false)
+}
+
+/// The nftables ruleset of [`install_loss_rules`]: a prerouting chain (packets
+/// from `dev`), and with `egress` a postrouting one (packets to it). Each
+/// drop is counted (`nft list table inet tsbench_loss`).
+fn loss_rules(dev: &str, percent: u32, egress: bool) -> String {
+    let chain = |name: &str, hook: &str, prio: i32, dir: &str| {
+        format!(
+            "  chain {name} {{ type filter hook {hook} priority {prio}; policy accept; \
+             {dir} \"{dev}\" numgen random mod 100 < {percent} counter drop; }}\n"
+        )
+    };
+    let mut r = String::from("table inet tsbench_loss {\n");
+    r += &chain("rx", "prerouting", -300, "iifname");
+    if egress {
+        r += &chain("tx", "postrouting", 300, "oifname");
+    }
+    r + "}\n"
+}
+
+fn install_loss_rules(dev: &str, percent: u32, egress: bool) -> io::Result<()> {
     if percent == 0 {
         return Ok(());
     }
@@ -62,12 +98,7 @@ pub fn install_loss(dev: &str, percent: u32) -> io::Result<()> {
             format!("loss {percent}%: must be below 100"),
         ));
     }
-    let rules = format!(
-        "table inet tsbench_loss {{\n\
-           chain rx {{ type filter hook prerouting priority -300; policy accept; iifname \"{dev}\" numgen random mod 100 < {percent} drop; }}\n\
-           chain tx {{ type filter hook postrouting priority 300; policy accept; oifname \"{dev}\" numgen random mod 100 < {percent} drop; }}\n\
-         }}\n"
-    );
+    let rules = loss_rules(dev, percent, egress);
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -265,6 +296,17 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(own_thread_cpu() > a);
+    }
+
+    #[test]
+    fn ingress_loss_has_no_postrouting_rule() {
+        let both = loss_rules("tun9", 3, true);
+        let ingress = loss_rules("tun9", 3, false);
+        for r in [&both, &ingress] {
+            assert!(r.contains("hook prerouting priority -300; policy accept; iifname \"tun9\" numgen random mod 100 < 3 counter drop;"), "{r}");
+        }
+        assert!(both.contains("hook postrouting priority 300; policy accept; oifname \"tun9\" numgen random mod 100 < 3 counter drop;"), "{both}");
+        assert!(!ingress.contains("postrouting"), "{ingress}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ fn bring_up_end(dev: &str, addr: Ipv4Addr, offloads: bool) -> io::Result<()> {
 }
 
 /// Bulk TCP from a kernel socket in namespace A to one in namespace B over
-/// a veth pair; loss (nftables) applied on A's end in both directions.
+/// a veth pair; loss (nftables) where packets arrive, at both ends.
 /// Measured at the receiver, like the TUN measurements.
 pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
     if !p.offloads && !env::have_ethtool() {
@@ -64,6 +64,7 @@ pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
                     return Err(io::Error::other("namespace A gave up"));
                 }
                 let l = bring_up_end(VETH_B, ADDR_B, p.offloads)
+                    .and_then(|_| env::install_ingress_loss(VETH_B, p.loss_percent))
                     .and_then(|_| TcpListener::bind((ADDR_B, PORT)));
                 let l = match l {
                     Ok(l) => {
@@ -92,7 +93,9 @@ pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
             )?;
             netns::run("ip", &["link", "set", VETH_B, "netns", &tid.to_string()])?;
             bring_up_end(VETH_A, ADDR_A, p.offloads)?;
-            env::install_loss(VETH_A, p.loss_percent)
+            // Loss on arrival at each end (data at B, ACKs at A): a drop on
+            // the way out of A would be reported to the sender.
+            env::install_ingress_loss(VETH_A, p.loss_percent)
         })();
         if let Err(e) = setup {
             drop(go_tx);
