@@ -85,6 +85,11 @@ fn kernel_over_veth_with_and_without_offloads() {
     if bench::env::have_ethtool() {
         settings.extend([(false, 0), (false, 1)]);
     } else {
+        // Tests do not skip silently in CI: there install-deps.sh installs it.
+        assert!(
+            !netns::in_ci(),
+            "ethtool is missing (scripts/install-deps.sh installs it): the veth figures with offloads off and under loss need it"
+        );
         eprintln!("ethtool missing: only the offloads-on veth figure is checked");
     }
     for (offloads, loss_percent) in settings {
