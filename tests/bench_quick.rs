@@ -4,9 +4,25 @@
 //! Needs root (namespaces, TUN, veth, nftables); with CI=true a namespace
 //! that cannot be made fails the test instead of skipping it.
 
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tunstack::bench::{self, kernel, tunstack as ts, Bulk, BulkParams, Dir};
 use tunstack::netns;
+
+/// The idle-memory figure is the growth of this process's heap in use
+/// (mallinfo2), which counts every thread. A test running beside it that
+/// frees memory makes the growth look like zero (seen in CI: "idle.bytes_per_conn
+/// = 0"). Tests that measure it hold this lock exclusively; every other test
+/// holds it shared, so they still run in parallel with each other.
+static HEAP: RwLock<()> = RwLock::new(());
+
+fn heap_shared() -> RwLockReadGuard<'static, ()> {
+    HEAP.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn heap_exclusive() -> RwLockWriteGuard<'static, ()> {
+    HEAP.write().unwrap_or_else(|e| e.into_inner())
+}
 
 fn params(mtu: usize, dir: Dir, loss_percent: u32) -> BulkParams {
     BulkParams {
@@ -30,6 +46,7 @@ fn tunstack_bulk_both_directions_and_mtus() {
     if !netns::require_root("tunstack_bulk_both_directions_and_mtus") {
         return;
     }
+    let _heap = heap_shared();
     for mtu in [1500, 65000] {
         for dir in [Dir::StackToKernel, Dir::KernelToStack] {
             let b = ts::bulk(params(mtu, dir, 0)).expect("tunstack bulk transfer");
@@ -46,6 +63,7 @@ fn tunstack_bulk_under_injected_loss() {
     if !netns::require_root("tunstack_bulk_under_injected_loss") {
         return;
     }
+    let _heap = heap_shared();
     for dir in [Dir::StackToKernel, Dir::KernelToStack] {
         let mut p = params(1500, dir, 1);
         p.volume = 5_000_000;
@@ -63,6 +81,7 @@ fn smoltcp_bulk_both_directions() {
     if !netns::require_root("smoltcp_bulk_both_directions") {
         return;
     }
+    let _heap = heap_shared();
     for (mtu, loss) in [(1500, 0), (65000, 0), (1500, 1)] {
         for dir in [Dir::StackToKernel, Dir::KernelToStack] {
             let mut p = params(mtu, dir, loss);
@@ -81,6 +100,7 @@ fn kernel_over_veth_with_and_without_offloads() {
     if !netns::require_root("kernel_over_veth_with_and_without_offloads") {
         return;
     }
+    let _heap = heap_shared();
     let mut settings = vec![(true, 0)];
     if bench::env::have_ethtool() {
         settings.extend([(false, 0), (false, 1)]);
@@ -109,6 +129,7 @@ fn latency_connection_rate_and_idle_memory() {
     if !netns::require_root("latency_connection_rate_and_idle_memory") {
         return;
     }
+    let _heap = heap_exclusive();
     let l = ts::latency(500, 64).expect("latency");
     eprintln!("{l:?}");
     assert_eq!(l.samples, 500);
@@ -138,6 +159,7 @@ fn report_of_a_tiny_run_has_every_core_figure() {
     if !netns::require_root("report_of_a_tiny_run_has_every_core_figure") {
         return;
     }
+    let _heap = heap_exclusive();
     let o = bench::BenchOptions {
         volume: 10_000_000,
         max_time: Duration::from_secs(3),
@@ -187,6 +209,7 @@ fn kv_section_measures_ours_over_stack_and_kernel_and_etcd() {
     if !netns::require_root("kv_section_measures_ours_over_stack_and_kernel_and_etcd") {
         return;
     }
+    let _heap = heap_shared();
     let p = bench::kv::KvParams {
         clients: vec![4],
         load_time: Duration::from_millis(600),

@@ -390,7 +390,10 @@ pub fn conn_rate(max_conns: u64, max_time: Duration) -> io::Result<ConnRate> {
 /// Memory per idle connection: the kernel opens `conns` connections to the
 /// stack and leaves them idle; the growth of the process's heap in use
 /// ([`env::heap_bytes`]) divided by the count. (The kernel's own sockets
-/// live in kernel memory, not in this heap.)
+/// live in kernel memory, not in this heap.) The heap figure counts every
+/// thread of the process, so nothing else in it may free memory meanwhile:
+/// the bench runs its rows one at a time, and tests that run beside this
+/// one must hold off (tests/bench_quick.rs takes a lock).
 pub fn idle_memory(conns: u64) -> io::Result<IdleMemory> {
     env::raise_nofile();
     with_stack(1500, 0, move |up| {
