@@ -8,9 +8,12 @@
 //! use 198.19.1.0/24 on their own device so they work beside a running `up`.
 
 use crate::netns::{self, Ipv4Cidr};
+use crate::phy::fault::{FaultConfig, FaultInjector};
 use crate::phy::pcap::PcapWriter;
 use crate::phy::tun::TunDevice;
 use crate::phy::vnet::OffloadStats;
+use crate::phy::Device;
+use crate::rng::Rng;
 use crate::runtime::Net;
 use crate::stack::StackConfig;
 use std::io;
@@ -38,7 +41,16 @@ pub struct UpOptions {
     /// offload and TSO/GSO, so one read or write moves up to 64 KB
     /// (`tunstack up --offload`); falls back to plain mode if refused.
     pub offload: bool,
+    /// Drop this percentage of the packets the stack receives, in the device
+    /// layer, by a seeded generator ([`RX_LOSS_SEED`]): loss that the
+    /// kernel's sender cannot see, for loss-recovery demos and the
+    /// benchmark's loss rows (`tunstack up --rx-loss PERCENT`). 0: none.
+    pub rx_loss_percent: f64,
 }
+
+/// Seed of `--rx-loss`: the same run drops the same packets (by arrival
+/// order) every time, in tunstack and in the benchmark's smoltcp device.
+pub const RX_LOSS_SEED: u64 = 0x7475_6e73_7461_636b; // "tunstack"
 
 impl Default for UpOptions {
     fn default() -> Self {
@@ -49,6 +61,7 @@ impl Default for UpOptions {
             mtu: DEFAULT_MTU,
             pcap: None,
             offload: false,
+            rx_loss_percent: 0.0,
         }
     }
 }
@@ -64,6 +77,12 @@ impl UpOptions {
         }
         if !(576..=65535).contains(&self.mtu) {
             return Err(format!("--mtu {}: must be between 576 and 65535", self.mtu));
+        }
+        if !(0.0..100.0).contains(&self.rx_loss_percent) {
+            return Err(format!(
+                "--rx-loss {}: must be at least 0 and below 100 (percent)",
+                self.rx_loss_percent
+            ));
         }
         if !self.peer.contains(self.addr) {
             return Err(format!(
@@ -92,6 +111,16 @@ pub struct Up {
     pub offload: Option<Arc<OffloadStats>>,
     /// Why `--offload` was asked for and the kernel refused it.
     pub offload_refused: Option<String>,
+}
+
+/// `device` behind a drop of `opts.rx_loss_percent`% of what it receives.
+fn rx_loss<D: Device>(device: D, opts: &UpOptions) -> FaultInjector<D> {
+    FaultInjector::with_directions(
+        device,
+        Rng::new(RX_LOSS_SEED),
+        FaultConfig::drop_percent(opts.rx_loss_percent),
+        FaultConfig::NONE,
+    )
 }
 
 /// Does a network device of this name exist in the current network namespace?
@@ -123,9 +152,12 @@ pub fn bring_up(opts: &UpOptions) -> io::Result<Up> {
     }
     let mut config = StackConfig::new(opts.addr);
     config.mtu = opts.mtu;
-    let net = match &opts.pcap {
-        Some(path) => Net::start(PcapWriter::create(tun, path)?, config)?,
-        None => Net::start(tun, config)?,
+    let net = match (&opts.pcap, opts.rx_loss_percent > 0.0) {
+        (Some(path), false) => Net::start(PcapWriter::create(tun, path)?, config)?,
+        (None, false) => Net::start(tun, config)?,
+        // The trace shows what arrived at the device, dropped packets too.
+        (Some(path), true) => Net::start(rx_loss(PcapWriter::create(tun, path)?, opts), config)?,
+        (None, true) => Net::start(rx_loss(tun, opts), config)?,
     };
     Ok(Up {
         net,

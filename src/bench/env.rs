@@ -48,47 +48,19 @@ pub fn host_cc() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Drop `percent`% of the packets in each direction on device `dev`
-/// (kernel side), with nftables `numgen random mod 100 < N drop` rules in
-/// the prerouting (device → kernel) and postrouting (kernel → device) hooks
-/// of the calling thread's namespace. The same rules serve every system
-/// on a TUN.
+/// Drop `percent`% of the packets arriving from `dev` into the kernel, with
+/// an nftables `numgen random mod 100 < N counter drop` rule in the
+/// prerouting hook of the calling thread's namespace. For a veth pair, this
+/// on both ends is loss each way; for a TUN it is the loss of the stack's
+/// packets, and the stack's device drops the kernel's
+/// ([`crate::up::UpOptions::rx_loss_percent`], and the same seeded drop in
+/// the smoltcp rows' device).
 ///
-/// A drop in postrouting is reported to the kernel's sending socket (the
-/// transmit fails and TCP sends the segment again at once, as after local
-/// congestion), so the kernel's own data is never lost there; only its
-/// pure ACKs, which it does not resend, are. See [`install_ingress_loss`].
-pub fn install_loss(dev: &str, percent: u32) -> io::Result<()> {
-    install_loss_rules(dev, percent, true)
-}
-
-/// Drop `percent`% of the packets arriving from `dev` (the prerouting
-/// hook only). For a veth pair, this on both ends is loss each way that
-/// neither kernel sender can see coming: a drop on the way out
-/// ([`install_loss`]'s postrouting rule) is reported to the sender.
+/// Not in postrouting: a drop there is reported to the kernel's sending
+/// socket (the transmit fails and TCP sends the segment again at once, as
+/// after local congestion), so its data would hardly be lost. Each drop is
+/// counted (`nft list table inet tsbench_loss`).
 pub fn install_ingress_loss(dev: &str, percent: u32) -> io::Result<()> {
-    install_loss_rules(dev, percent, false)
-}
-
-/// The nftables ruleset of [`install_loss_rules`]: a prerouting chain (packets
-/// from `dev`), and with `egress` a postrouting one (packets to it). Each
-/// drop is counted (`nft list table inet tsbench_loss`).
-fn loss_rules(dev: &str, percent: u32, egress: bool) -> String {
-    let chain = |name: &str, hook: &str, prio: i32, dir: &str| {
-        format!(
-            "  chain {name} {{ type filter hook {hook} priority {prio}; policy accept; \
-             {dir} \"{dev}\" numgen random mod 100 < {percent} counter drop; }}\n"
-        )
-    };
-    let mut r = String::from("table inet tsbench_loss {\n");
-    r += &chain("rx", "prerouting", -300, "iifname");
-    if egress {
-        r += &chain("tx", "postrouting", 300, "oifname");
-    }
-    r + "}\n"
-}
-
-fn install_loss_rules(dev: &str, percent: u32, egress: bool) -> io::Result<()> {
     if percent == 0 {
         return Ok(());
     }
@@ -98,7 +70,7 @@ fn install_loss_rules(dev: &str, percent: u32, egress: bool) -> io::Result<()> {
             format!("loss {percent}%: must be below 100"),
         ));
     }
-    let rules = loss_rules(dev, percent, egress);
+    let rules = loss_rules(dev, percent);
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -125,6 +97,14 @@ fn install_loss_rules(dev: &str, percent: u32, egress: bool) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The nftables ruleset of [`install_ingress_loss`]: one prerouting chain.
+fn loss_rules(dev: &str, percent: u32) -> String {
+    format!(
+        "table inet tsbench_loss {{\n  chain rx {{ type filter hook prerouting priority -300; \
+         policy accept; iifname \"{dev}\" numgen random mod 100 < {percent} counter drop; }}\n}}\n"
+    )
 }
 
 /// True if `ethtool` can be run (needed to switch veth offloads off).
@@ -300,18 +280,14 @@ mod tests {
 
     #[test]
     fn ingress_loss_has_no_postrouting_rule() {
-        let both = loss_rules("tun9", 3, true);
-        let ingress = loss_rules("tun9", 3, false);
-        for r in [&both, &ingress] {
-            assert!(r.contains("hook prerouting priority -300; policy accept; iifname \"tun9\" numgen random mod 100 < 3 counter drop;"), "{r}");
-        }
-        assert!(both.contains("hook postrouting priority 300; policy accept; oifname \"tun9\" numgen random mod 100 < 3 counter drop;"), "{both}");
-        assert!(!ingress.contains("postrouting"), "{ingress}");
+        let r = loss_rules("tun9", 3);
+        assert!(r.contains("hook prerouting priority -300; policy accept; iifname \"tun9\" numgen random mod 100 < 3 counter drop;"), "{r}");
+        assert!(!r.contains("postrouting"), "{r}");
     }
 
     #[test]
-    fn install_loss_refuses_100_percent() {
-        assert!(install_loss("x", 100).is_err());
-        assert!(install_loss("x", 0).is_ok());
+    fn install_ingress_loss_refuses_100_percent() {
+        assert!(install_ingress_loss("x", 100).is_err());
+        assert!(install_ingress_loss("x", 0).is_ok());
     }
 }

@@ -512,7 +512,7 @@ impl Report {
         if let Some(o) = &self.options {
             let _ = writeln!(
                 t,
-                "tunstack bench{}: clean transfers {} MB (median of {}), lossy transfers {} s, loss = nftables `numgen random mod 100 < N drop` both ways on the kernel side of the device (veth: on arrival at each end; a TUN's kernel → stack rows lose only the stack's ACKs for real, the kernel's dropped data is resent at once); the kernel's sockets run {} (this host's default: {})\n",
+                "tunstack bench{}: clean transfers {} MB (median of {}), lossy transfers {} s, loss = N% each way on arrival (the stack's packets: nftables `numgen random mod 100 < N drop` in the kernel's prerouting hook; the kernel's: the same seeded drop in each userspace stack's device; veth: the nftables rule at each end); the kernel's sockets run {} (this host's default: {})\n",
                 if self.quick { " --quick" } else { "" },
                 o.volume / 1_000_000,
                 o.reps,
@@ -634,25 +634,19 @@ impl Report {
             &self.tunstack_1500_offload,
             &self.veth_on,
         );
-        // Under loss, stack → kernel only: kernel → stack over a TUN, the
-        // kernel's data is dropped on its way out (postrouting), which its
-        // TCP is told of and resends at once, so those rows see no real
-        // data loss and are no match for the veth rows' (see install_loss).
-        for (name, p, k) in [
-            (
-                "  tunstack 1% loss / veth 1% loss (stack → kernel only)",
-                &self.tunstack_loss1,
-                &self.veth_off_loss1,
-            ),
-            (
-                "  tunstack 5% loss / veth 5% loss (stack → kernel only)",
-                &self.tunstack_loss5,
-                &self.veth_off_loss5,
-            ),
-        ] {
-            let r = ratio(p.gbps(Dir::StackToKernel), ok_gbps(k));
-            let _ = writeln!(t, "| {name} | {r} | - |");
-        }
+        // Under loss, like for like: every system loses each way on arrival.
+        vs(
+            &mut t,
+            "  tunstack 1% loss / veth 1% loss",
+            &self.tunstack_loss1,
+            &self.veth_off_loss1,
+        );
+        vs(
+            &mut t,
+            "  tunstack 5% loss / veth 5% loss",
+            &self.tunstack_loss5,
+            &self.veth_off_loss5,
+        );
 
         let _ = writeln!(t, "\n| other | figure |");
         let _ = writeln!(t, "| --- | ---: |");
@@ -853,30 +847,19 @@ impl Report {
                     &self.tunstack_1500_offload,
                     &self.veth_on,
                 ),
+                (
+                    "loss1_over_veth_loss1",
+                    &self.tunstack_loss1,
+                    &self.veth_off_loss1,
+                ),
+                (
+                    "loss5_over_veth_loss5",
+                    &self.tunstack_loss5,
+                    &self.veth_off_loss5,
+                ),
             ] {
                 ratio_metric(&format!("ratio.tunstack.{name}.{k}"), a.gbps(d), ok_gbps(b));
             }
-        }
-        // Under loss, stack → kernel only, as in the table (its loss rows say
-        // why kernel → stack is not like for like).
-        let d = Dir::StackToKernel;
-        for (name, a, b) in [
-            (
-                "loss1_over_veth_loss1",
-                &self.tunstack_loss1,
-                &self.veth_off_loss1,
-            ),
-            (
-                "loss5_over_veth_loss5",
-                &self.tunstack_loss5,
-                &self.veth_off_loss5,
-            ),
-        ] {
-            ratio_metric(
-                &format!("ratio.tunstack.{name}.{}", d.key()),
-                a.gbps(d),
-                ok_gbps(b),
-            );
         }
         if let Some(Ok(l)) = &self.latency {
             m.push(("latency.p50_us".into(), l.p50_us, "µs"));

@@ -2,14 +2,18 @@
 //! `examples/benchmark.rs` drives it: a `TunTapInterface` in IP medium, one
 //! TCP socket listening for the kernel's client, and a loop of
 //! `iface.poll` → move data → `phy::wait` until `poll_at`. It runs on its
-//! own TUN device in its own namespace, loss injected by the same nftables
-//! rules as for tunstack.
+//! own TUN device in its own namespace, loss injected as for tunstack: the
+//! same nftables rule for its packets arriving in the kernel, and the same
+//! seeded drop of the kernel's packets arriving in its device ([`RxLoss`]).
 
 use super::common::*;
 use super::env;
 use crate::netns::{self, Ipv4Cidr};
+use crate::phy::fault::{self, FaultConfig, FaultStats};
+use crate::rng::Rng;
+use crate::up::RX_LOSS_SEED;
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{wait as phy_wait, Medium, TunTapInterface};
+use smoltcp::phy::{wait as phy_wait, Device, DeviceCapabilities, Medium, TunTapInterface};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
@@ -32,6 +36,74 @@ const TICK: Duration = Duration::from_millis(100);
 /// default buffers, so smoltcp is never window-limited here.
 pub const BUFFER: usize = 1 << 20;
 
+/// smoltcp's device behind the drop tunstack's device makes with
+/// `rx_loss_percent` ([`crate::up::RX_LOSS_SEED`], [`fault::decide`]): the
+/// same seed and the same draws, so both stacks lose the same packets by
+/// arrival order. smoltcp's own `FaultInjector` draws differently and
+/// drops in both directions.
+struct RxLoss<D> {
+    inner: D,
+    rng: Rng,
+    config: FaultConfig,
+    /// The verdict for the next packet to arrive, drawn ahead.
+    next_drops: Option<bool>,
+    dropped: u64,
+}
+
+impl<D: Device> RxLoss<D> {
+    fn new(inner: D, percent: u32) -> RxLoss<D> {
+        RxLoss {
+            inner,
+            rng: Rng::new(RX_LOSS_SEED),
+            config: FaultConfig::drop_percent(percent as f64),
+            next_drops: None,
+            dropped: 0,
+        }
+    }
+}
+
+impl<D: Device> Device for RxLoss<D> {
+    type RxToken<'a>
+        = D::RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = D::TxToken<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, t: SmolInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.config.is_none() {
+            return self.inner.receive(t);
+        }
+        loop {
+            let drops = *self.next_drops.get_or_insert_with(|| {
+                fault::decide(&mut self.rng, &self.config, &mut FaultStats::default()).drop
+            });
+            if drops {
+                // Read the packet and forget it.
+                drop(self.inner.receive(t)?);
+                self.next_drops = None;
+                self.dropped += 1;
+                continue;
+            }
+            let r = self.inner.receive(t);
+            if r.is_some() {
+                self.next_drops = None;
+            }
+            return r;
+        }
+    }
+
+    fn transmit(&mut self, t: SmolInstant) -> Option<Self::TxToken<'_>> {
+        self.inner.transmit(t)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
+}
+
 /// What the smoltcp thread reports: the receiver's (bytes, secs) when smoltcp
 /// received, and the CPU its poll thread used over the transfer.
 struct PollResult {
@@ -48,7 +120,7 @@ fn poll_loop(
 ) -> io::Result<PollResult> {
     // The device is not Send: open it on the thread that polls it.
     let mut device = match TunTapInterface::new(TUN, Medium::Ip) {
-        Ok(d) => d,
+        Ok(d) => RxLoss::new(d, p.loss_percent),
         Err(e) => {
             let _ = ready_tx.send(Err(io::Error::new(
                 e.kind(),
@@ -57,7 +129,7 @@ fn poll_loop(
             return Err(e);
         }
     };
-    let fd = device.as_raw_fd();
+    let fd = device.inner.as_raw_fd();
     let socket = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; BUFFER]),
         tcp::SocketBuffer::new(vec![0; BUFFER]),
@@ -149,6 +221,12 @@ fn poll_loop(
             cpu = env::own_thread_cpu() - c0;
         }
     }
+    if p.loss_percent > 0 {
+        log::debug!(
+            "bench: smoltcp's device dropped {} received packets",
+            device.dropped
+        );
+    }
     Ok(PollResult { received, cpu })
 }
 
@@ -157,7 +235,7 @@ pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
     netns::in_new_netns(move || -> io::Result<Bulk> {
         netns::run("ip", &["tuntap", "add", "dev", TUN, "mode", "tun"])?;
         netns::configure_tun(TUN, Ipv4Cidr::new(KERNEL, 24), p.mtu)?;
-        env::install_loss(TUN, p.loss_percent)?;
+        env::install_ingress_loss(TUN, p.loss_percent)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let (done_tx, done_rx) = mpsc::channel();

@@ -22,7 +22,9 @@ const TICK: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run `f` in a new namespace with a tunstack on its own TUN device at
-/// `mtu`, `loss_percent`% dropped each way by nftables on the kernel side.
+/// `mtu`, `loss_percent`% lost each way on arrival: the stack's packets by
+/// nftables in the kernel's prerouting hook, the kernel's in the stack's
+/// device (seeded, [`UpOptions::rx_loss_percent`]).
 fn with_stack<T: Send + 'static>(
     mtu: usize,
     loss_percent: u32,
@@ -44,13 +46,14 @@ fn with_stack_opts<T: Send + 'static>(
             tun: TUN.into(),
             mtu,
             offload,
+            rx_loss_percent: loss_percent as f64,
             ..UpOptions::default()
         };
         let up = up::bring_up(&opts)?;
         if let Some(why) = &up.offload_refused {
             return Err(io::Error::other(format!("TUN offload refused: {why}")));
         }
-        env::install_loss(TUN, loss_percent)?;
+        env::install_ingress_loss(TUN, loss_percent)?;
         f(&up)
     })?
 }

@@ -17,6 +17,7 @@ use crate::time::{Duration, Instant};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::os::unix::io::{AsRawFd, RawFd};
 
 /// Fault probabilities for one direction (each in [0, 1]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,7 +42,21 @@ impl FaultConfig {
 
     /// True if this configuration never alters a packet.
     pub fn is_none(&self) -> bool {
-        self.drop <= 0.0 && self.duplicate <= 0.0 && self.reorder <= 0.0 && self.corrupt <= 0.0
+        self.drop <= 0.0 && self.is_drop_only()
+    }
+
+    /// Drop only (or nothing): a packet that survives is passed on as it
+    /// came, so the injector can use the inner device's copy-free paths.
+    pub fn is_drop_only(&self) -> bool {
+        self.duplicate <= 0.0 && self.reorder <= 0.0 && self.corrupt <= 0.0
+    }
+
+    /// Drop `percent`% of the packets, nothing else.
+    pub fn drop_percent(percent: f64) -> FaultConfig {
+        FaultConfig {
+            drop: percent / 100.0,
+            ..FaultConfig::NONE
+        }
     }
 }
 
@@ -242,6 +257,37 @@ impl<D: Device> Device for FaultInjector<D> {
         }
     }
 
+    /// With a drop-only receive configuration and nothing held, receive
+    /// through the inner device's `recv_vec` (no copy) and drop there; else
+    /// `None`, and the caller uses `recv`.
+    fn recv_vec(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> Option<io::Result<Option<usize>>> {
+        if !self.rx_config.is_drop_only() || !self.held_rx.is_empty() {
+            return None;
+        }
+        self.rx_trusted = false;
+        if let Err(e) = self.release_tx(now) {
+            return Some(Err(e));
+        }
+        loop {
+            let n = match self.inner.recv_vec(now, buf, max)? {
+                Ok(Some(n)) => n,
+                other => return Some(other),
+            };
+            if !self.rx_config.is_none()
+                && decide(&mut self.rng, &self.rx_config, &mut self.rx_stats).drop
+            {
+                continue;
+            }
+            self.rx_trusted = self.inner.rx_checksum_trusted();
+            return Some(Ok(Some(n)));
+        }
+    }
+
     fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
         self.release_tx(now)?;
         if self.tx_config.is_none() {
@@ -294,6 +340,12 @@ impl<D: Device> Device for FaultInjector<D> {
 
     fn rx_checksum_trusted(&self) -> bool {
         self.rx_trusted
+    }
+}
+
+impl<D: AsRawFd> AsRawFd for FaultInjector<D> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
     }
 }
 
@@ -451,5 +503,85 @@ mod tests {
         }
         assert!(f.inner.tx.is_empty());
         assert_eq!(f.tx_stats().dropped, 10);
+    }
+
+    /// A device that can receive into a vector (like the TUN), counting
+    /// which path was used.
+    struct VecDevice {
+        rx: std::collections::VecDeque<Vec<u8>>,
+        by_vec: usize,
+    }
+
+    impl Device for VecDevice {
+        fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+            Ok(self.rx.pop_front().map(|p| {
+                buf[..p.len()].copy_from_slice(&p);
+                p.len()
+            }))
+        }
+        fn recv_vec(
+            &mut self,
+            _now: Instant,
+            buf: &mut Vec<u8>,
+            max: usize,
+        ) -> Option<io::Result<Option<usize>>> {
+            self.by_vec += 1;
+            Some(Ok(self.rx.pop_front().map(|p| {
+                buf.clear();
+                buf.extend_from_slice(&p[..p.len().min(max)]);
+                buf.len()
+            })))
+        }
+        fn send(&mut self, _now: Instant, _packet: &[u8]) -> io::Result<bool> {
+            Ok(true)
+        }
+        fn mtu(&self) -> usize {
+            1500
+        }
+    }
+
+    fn vec_injector(cfg: FaultConfig, n: u32) -> FaultInjector<VecDevice> {
+        let inner = VecDevice {
+            rx: (0..n).map(packet).collect(),
+            by_vec: 0,
+        };
+        FaultInjector::with_directions(inner, Rng::new(11), cfg, FaultConfig::NONE)
+    }
+
+    #[test]
+    fn drop_only_receive_uses_recv_vec_and_drops_the_same_packets_as_recv() {
+        let n = 5_000;
+        let cfg = FaultConfig::drop_percent(3.0);
+        let mut a = vec_injector(cfg, n);
+        let mut by_recv = Vec::new();
+        let mut buf = vec![0u8; 1500];
+        while let Some(k) = a.recv(Instant::ZERO, &mut buf).unwrap() {
+            by_recv.push(buf[..k].to_vec());
+        }
+        let mut b = vec_injector(cfg, n);
+        let mut by_vec = Vec::new();
+        let mut v = Vec::new();
+        while let Some(k) = b.recv_vec(Instant::ZERO, &mut v, 1500).unwrap().unwrap() {
+            assert_eq!(k, v.len());
+            by_vec.push(v.clone());
+        }
+        assert!(b.inner.by_vec > 0);
+        assert_eq!(
+            by_recv, by_vec,
+            "same seed, same packets dropped on either path"
+        );
+        assert_eq!(a.rx_stats(), b.rx_stats());
+        within(b.rx_stats().dropped, n as u64, 0.03);
+        assert_eq!(by_vec.len() as u64 + b.rx_stats().dropped, n as u64);
+    }
+
+    #[test]
+    fn recv_vec_declines_when_packets_may_be_altered_or_held() {
+        let mut f = vec_injector(config(0.0, 0.0, 0.0, 0.1), 10);
+        let mut v = Vec::new();
+        assert!(f.recv_vec(Instant::ZERO, &mut v, 1500).is_none());
+        assert_eq!(f.inner.by_vec, 0);
+        assert!(FaultConfig::drop_percent(1.0).is_drop_only());
+        assert!(!FaultConfig::drop_percent(1.0).is_none());
     }
 }

@@ -51,6 +51,9 @@ struct StackFlags {
     /// Open the TUN with a virtio-net header and kernel TSO/GSO and checksum offload (64 KB per read/write); falls back if refused.
     #[arg(long)]
     offload: bool,
+    /// Drop this percentage of the packets the stack receives (seeded, in the device layer): loss the kernel's sender cannot see, to watch recovery.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    rx_loss: f64,
 }
 
 impl StackFlags {
@@ -62,6 +65,7 @@ impl StackFlags {
             mtu: self.mtu,
             pcap: self.pcap.clone(),
             offload: self.offload,
+            rx_loss_percent: self.rx_loss,
         }
     }
 }
@@ -97,6 +101,7 @@ impl ClientStackFlags {
             mtu: self.mtu,
             pcap: self.pcap.clone(),
             offload: false,
+            rx_loss_percent: 0.0,
         }
     }
 }
@@ -349,6 +354,7 @@ fn cmd_dig(
         mtu: flags.mtu,
         pcap: flags.pcap.clone(),
         offload: false,
+        rx_loss_percent: 0.0,
     };
     up_opts.validate()?;
     let running = up::bring_up(&up_opts)
@@ -463,6 +469,12 @@ fn cmd_up(
     };
     if let Some(p) = &opts.pcap {
         println!("  pcap       {}", p.display());
+    }
+    if opts.rx_loss_percent > 0.0 {
+        println!(
+            "  rx loss    {}% of received packets dropped (seeded)",
+            opts.rx_loss_percent
+        );
     }
     if opts.offload {
         match &running.offload_refused {
