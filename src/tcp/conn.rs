@@ -181,6 +181,9 @@ pub struct Tcb {
     rcv_unacked: usize,
     /// Offset (from RCV.NXT) of the most recent out-of-order segment, for SACK ordering.
     last_ooo: Option<SeqNum>,
+    /// When (the `now` of a receive batch) the first ACK of that batch went
+    /// out at once; see the receive path.
+    early_ack_at: Option<Instant>,
     /// Receive-buffer auto-tuning (see [`Tcb::tune_rcv_buf`]).
     drs: RcvSpace,
 
@@ -322,6 +325,7 @@ impl Tcb {
             rcv_mss: mss.min(DEFAULT_MSS),
             rcv_unacked: 0,
             last_ooo: None,
+            early_ack_at: None,
             // Linux tcp_init_buffer_space: the first window, ten segments,
             // at most what a SYN can offer unscaled.
             drs: RcvSpace::new(now, (10 * mss).min(MAX_WINDOW_UNSCALED)),
@@ -1035,8 +1039,21 @@ impl Tcb {
                 self.rcv_mss = self.rcv_mss.max(payload.len().min(self.cfg.mss as usize));
                 if had_holes || self.rcv_unacked >= 2 * self.rcv_mss {
                     // Filling a hole, or a second full segment: ACK now.
+                    // The first such ACK of a receive batch (one `now`)
+                    // goes out at once, the rest coalesce into one at the
+                    // batch's end. One ACK for a whole flight would stall
+                    // the sender until its loss probe or RTO whenever that
+                    // ACK is lost; with an early one, the sender already
+                    // sends more, and their ACKs repair the loss. Measured
+                    // kernel -> stack at 1% loss each way: 0.30-0.34 Gbit/s
+                    // with one ACK per batch, 0.65-0.75 with the early one,
+                    // and no change clean (see README, "Loss").
                     self.ack_now = true;
-                    self.urgent_ack |= had_holes;
+                    let early = self.early_ack_at != Some(now);
+                    if early {
+                        self.early_ack_at = Some(now);
+                    }
+                    self.urgent_ack |= had_holes || early;
                 } else {
                     match self.cfg.delayed_ack {
                         None => self.ack_now = true,

@@ -1116,23 +1116,44 @@ fn rfc5681_duplicate_acks_are_urgent_ordinary_acks_may_coalesce() {
     // In order, first full segment: delayed/coalescible.
     tcb.process(now, &peer_data(0, 0, &data[..MSS]));
     assert!(!tcb.wants_urgent_ack());
-    // Second full segment: an ACK is due, but an ordinary one.
+    // Second full segment: an ACK is due, and the first of this receive
+    // batch (this `now`) goes out at once, so that a flight is never
+    // acknowledged by one ACK alone.
     tcb.process(now, &peer_data(MSS as u32, 0, &data[MSS..2 * MSS]));
-    assert!(!tcb.wants_urgent_ack());
-    recv_all(&mut tcb, now);
-    // A gap: the out-of-order segment must be acknowledged at once.
-    tcb.process(now, &peer_data(3 * MSS as u32, 0, &data[..MSS]));
     assert!(tcb.wants_urgent_ack());
     assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + 2 * MSS as u32));
+    // Two more in the same batch: due, but ordinary (coalesced to its end).
+    let more = pattern(2 * MSS, 9);
+    tcb.process(now, &peer_data(2 * MSS as u32, 0, &more[..MSS]));
+    tcb.process(now, &peer_data(3 * MSS as u32, 0, &more[MSS..]));
+    assert!(tcb.ack_due() && !tcb.wants_urgent_ack());
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + 4 * MSS as u32));
+    // The next batch's first due ACK is early again.
+    let next = now + ms(1);
+    tcb.process(next, &peer_data(4 * MSS as u32, 0, &more[..MSS]));
+    tcb.process(next, &peer_data(5 * MSS as u32, 0, &more[MSS..]));
+    assert!(tcb.wants_urgent_ack());
+    recv_all(&mut tcb, next);
+    let (now, base) = (next, 4 * MSS as u32);
+    // A gap: the out-of-order segment must be acknowledged at once.
+    tcb.process(now, &peer_data(base + 3 * MSS as u32, 0, &data[..MSS]));
+    assert!(tcb.wants_urgent_ack());
+    assert_eq!(
+        recv_one(&mut tcb, now).ack,
+        Some(IRS + 1 + base + 2 * MSS as u32)
+    );
     assert!(!tcb.wants_urgent_ack(), "cleared once sent");
     // A duplicate of old data: urgent too.
     tcb.process(now, &peer_data(0, 0, &data[..MSS]));
     assert!(tcb.wants_urgent_ack());
     recv_all(&mut tcb, now);
     // Filling the hole: urgent (the sender's recovery waits for it).
-    tcb.process(now, &peer_data(2 * MSS as u32, 0, &data[2 * MSS..]));
+    tcb.process(now, &peer_data(base + 2 * MSS as u32, 0, &data[2 * MSS..]));
     assert!(tcb.wants_urgent_ack());
-    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + 4 * MSS as u32));
+    assert_eq!(
+        recv_one(&mut tcb, now).ack,
+        Some(IRS + 1 + base + 4 * MSS as u32)
+    );
 }
 
 #[test]
