@@ -30,6 +30,7 @@ fn params(mtu: usize, dir: Dir, loss_percent: u32) -> BulkParams {
         dir,
         loss_percent,
         volume: 20_000_000,
+        min_time: Duration::ZERO,
         max_time: Duration::from_secs(5),
     }
 }
@@ -117,6 +118,7 @@ fn kernel_over_veth_with_and_without_offloads() {
             offloads,
             loss_percent,
             volume: 50_000_000,
+            min_time: Duration::ZERO,
             max_time: Duration::from_secs(3),
         })
         .expect("kernel over veth");
@@ -162,6 +164,7 @@ fn report_of_a_tiny_run_has_every_core_figure() {
     let _heap = heap_exclusive();
     let o = bench::BenchOptions {
         volume: 10_000_000,
+        min_time: Duration::from_millis(100),
         max_time: Duration::from_secs(3),
         reps: 1,
         loss_time: Duration::from_millis(500),

@@ -31,9 +31,9 @@ impl Dir {
     }
 }
 
-/// One bulk transfer: at most `volume` bytes, for at most `max_time`
-/// (whichever ends first), with `loss_percent`% of packets dropped in each
-/// direction on the device.
+/// One bulk transfer: `volume` bytes and at least `min_time`, at most
+/// `max_time` (see [`transfer_over`]), with `loss_percent`% of packets
+/// dropped in each direction on the device.
 #[derive(Clone, Copy, Debug)]
 pub struct BulkParams {
     /// MTU of the device (the stack's MTU follows it).
@@ -41,7 +41,30 @@ pub struct BulkParams {
     pub dir: Dir,
     pub loss_percent: u32,
     pub volume: u64,
+    pub min_time: Duration,
     pub max_time: Duration,
+}
+
+impl BulkParams {
+    /// [`transfer_over`] with this transfer's bounds.
+    pub fn over(&self, got: u64, elapsed: Duration) -> bool {
+        transfer_over(got, elapsed, self.volume, self.min_time, self.max_time)
+    }
+}
+
+/// Whether a transfer that has moved `got` bytes in `elapsed` is over: once
+/// it has moved `volume` bytes and lasted `min_time`, or at `max_time`.
+/// The floor keeps fast rows honest: 1 GB at 40 Gbit/s is 0.2 s, short
+/// enough that start-up (slow start, buffer auto-tuning, the scheduler
+/// placing threads) swung such a row by 2× between runs.
+pub fn transfer_over(
+    got: u64,
+    elapsed: Duration,
+    volume: u64,
+    min_time: Duration,
+    max_time: Duration,
+) -> bool {
+    elapsed >= max_time || (got >= volume && elapsed >= min_time)
 }
 
 /// What a bulk transfer achieved, measured at the receiver: bytes delivered
@@ -152,22 +175,33 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Read from `r` until `volume` bytes, end of stream or `max_time` after
-/// the call. `r` must have a read timeout well below `max_time` so the
-/// deadline is noticed. Returns (bytes, seconds).
-pub fn receive_for(r: &mut impl Read, volume: u64, max_time: Duration) -> io::Result<(u64, f64)> {
+/// Read from `r` until the transfer is over ([`transfer_over`]: `volume`
+/// bytes and `min_time`, or `max_time` after the call) or the stream ends.
+/// `r` must have a read timeout well below `max_time` so the deadline is
+/// noticed. Returns (bytes, seconds to the last byte).
+pub fn receive_for(
+    r: &mut impl Read,
+    volume: u64,
+    min_time: Duration,
+    max_time: Duration,
+) -> io::Result<(u64, f64)> {
     let start = Instant::now();
-    let deadline = start + max_time;
     let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0u64;
     let mut last = start;
-    while got < volume {
+    loop {
         let now = Instant::now();
-        if now >= deadline {
-            last = now;
+        if transfer_over(got, now - start, volume, min_time, max_time) {
+            if now - start >= max_time {
+                last = now;
+            }
             break;
         }
-        let want = ((volume - got) as usize).min(buf.len());
+        // Up to `volume` exactly; past it (waiting out `min_time`), whole buffers.
+        let want = volume
+            .checked_sub(got)
+            .filter(|&left| left > 0)
+            .map_or(buf.len(), |left| (left as usize).min(buf.len()));
         match r.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => {
@@ -239,10 +273,52 @@ mod tests {
     #[test]
     fn receive_for_stops_at_volume() {
         let data = vec![1u8; 10_000];
-        let (n, _) = receive_for(&mut &data[..], 4_000, Duration::from_secs(5)).unwrap();
+        let (n, _) = receive_for(
+            &mut &data[..],
+            4_000,
+            Duration::ZERO,
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(n, 4_000);
-        let (n, _) = receive_for(&mut &data[..], 1 << 30, Duration::from_secs(5)).unwrap();
+        let (n, _) = receive_for(
+            &mut &data[..],
+            1 << 30,
+            Duration::ZERO,
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(n, 10_000, "end of stream ends the transfer");
+    }
+
+    #[test]
+    fn receive_for_reads_past_volume_until_min_time() {
+        let min = Duration::from_millis(30);
+        let (n, secs) =
+            receive_for(&mut io::repeat(7), 1_000, min, Duration::from_secs(5)).unwrap();
+        assert!(n > 1_000, "kept reading past the volume: {n}");
+        assert!(secs >= min.as_secs_f64(), "lasted the floor: {secs}");
+        assert!(secs < 5.0, "ended at the floor, not the deadline: {secs}");
+    }
+
+    #[test]
+    fn a_transfer_is_over_at_volume_and_floor_or_at_the_deadline() {
+        let s = Duration::from_secs;
+        let (vol, min, max) = (100, s(2), s(20));
+        assert!(
+            !transfer_over(100, s(1), vol, min, max),
+            "volume, floor not reached"
+        );
+        assert!(
+            !transfer_over(99, s(3), vol, min, max),
+            "floor, volume not reached"
+        );
+        assert!(transfer_over(100, s(2), vol, min, max));
+        assert!(
+            transfer_over(0, s(20), vol, min, max),
+            "the deadline ends it"
+        );
+        assert!(transfer_over(100, Duration::ZERO, vol, Duration::ZERO, max));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub struct VethParams {
     pub offloads: bool,
     pub loss_percent: u32,
     pub volume: u64,
+    pub min_time: Duration,
     pub max_time: Duration,
 }
 
@@ -78,7 +79,7 @@ pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
                 };
                 let (mut s, _) = l.accept()?;
                 s.set_read_timeout(Some(TICK))?;
-                receive_for(&mut s, p.volume, p.max_time)
+                receive_for(&mut s, p.volume, p.min_time, p.max_time)
             })?;
         let tid = tid_rx
             .recv()

@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 pub struct BenchOptions {
     /// Bytes per clean bulk transfer.
     pub volume: u64,
+    /// Least time of one clean bulk transfer: it goes on past `volume`
+    /// until then (see [`common::transfer_over`]).
+    pub min_time: Duration,
     /// Upper bound on one clean bulk transfer.
     pub max_time: Duration,
     /// Runs per clean bulk figure (the median is reported).
@@ -51,6 +54,7 @@ impl BenchOptions {
     pub fn full() -> BenchOptions {
         BenchOptions {
             volume: 1_000_000_000,
+            min_time: Duration::from_secs(2),
             max_time: Duration::from_secs(20),
             reps: 3,
             loss_time: Duration::from_secs(8),
@@ -65,6 +69,7 @@ impl BenchOptions {
     pub fn quick() -> BenchOptions {
         BenchOptions {
             volume: 100_000_000,
+            min_time: Duration::from_millis(500),
             max_time: Duration::from_secs(4),
             reps: 1,
             loss_time: Duration::from_secs(2),
@@ -276,6 +281,7 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
         dir,
         loss_percent: 0,
         volume: o.volume,
+        min_time: o.min_time,
         max_time: o.max_time,
     };
     let lossy = |loss_percent, dir| BulkParams {
@@ -283,6 +289,7 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
         dir,
         loss_percent,
         volume: u64::MAX,
+        min_time: Duration::ZERO,
         max_time: o.loss_time,
     };
     for (mtu, ts, tl, sm) in [
@@ -372,6 +379,11 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
         offloads,
         loss_percent,
         volume: if loss_percent > 0 { u64::MAX } else { o.volume },
+        min_time: if loss_percent > 0 {
+            Duration::ZERO
+        } else {
+            o.min_time
+        },
         max_time: if loss_percent > 0 {
             o.loss_time
         } else {
@@ -512,9 +524,10 @@ impl Report {
         if let Some(o) = &self.options {
             let _ = writeln!(
                 t,
-                "tunstack bench{}: clean transfers {} MB (median of {}), lossy transfers {} s, loss = N% each way on arrival (the stack's packets: nftables `numgen random mod 100 < N drop` in the kernel's prerouting hook; the kernel's: the same seeded drop in each userspace stack's device; veth: the nftables rule at each end); the kernel's sockets run {} (this host's default: {})\n",
+                "tunstack bench{}: clean transfers {} MB and at least {} s (median of {}), lossy transfers {} s, loss = N% each way on arrival (the stack's packets: nftables `numgen random mod 100 < N drop` in the kernel's prerouting hook; the kernel's: the same seeded drop in each userspace stack's device; veth: the nftables rule at each end); the kernel's sockets run {} (this host's default: {})\n",
                 if self.quick { " --quick" } else { "" },
                 o.volume / 1_000_000,
+                o.min_time.as_secs_f64(),
                 o.reps,
                 o.loss_time.as_secs(),
                 env::KERNEL_CC,
@@ -901,8 +914,9 @@ impl Report {
         if let Some(o) = &self.options {
             let _ = writeln!(
                 j,
-                "  \"options\": {{\"volume_bytes\": {}, \"max_time_s\": {}, \"reps\": {}, \"loss_time_s\": {}, \"latency_rounds\": {}, \"idle_conns\": {}}},",
+                "  \"options\": {{\"volume_bytes\": {}, \"min_time_s\": {}, \"max_time_s\": {}, \"reps\": {}, \"loss_time_s\": {}, \"latency_rounds\": {}, \"idle_conns\": {}}},",
                 o.volume,
+                o.min_time.as_secs_f64(),
                 o.max_time.as_secs_f64(),
                 o.reps,
                 o.loss_time.as_secs_f64(),

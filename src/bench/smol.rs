@@ -181,19 +181,15 @@ fn poll_loop(
                 }
             }
             Dir::KernelToStack if received.is_none() => {
-                while socket.can_recv() && got < p.volume {
-                    let left = p.volume - got;
+                while socket.can_recv() {
                     let n = socket
-                        .recv(|b| {
-                            let n = b.len().min(left as usize);
-                            (n, n)
-                        })
+                        .recv(|b| (b.len(), b.len()))
                         .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
                     got += n as u64;
                 }
                 if let Some((t0, c0)) = started {
                     let el = t0.elapsed();
-                    if got >= p.volume || el >= p.max_time {
+                    if p.over(got, el) {
                         received = Some((got, el.as_secs_f64()));
                         cpu = env::own_thread_cpu() - c0;
                         let _ = done_tx.send(());
@@ -266,7 +262,9 @@ pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
                     let _ = writer.join();
                     Ok(None)
                 }
-                Dir::StackToKernel => Ok(Some(receive_for(&mut k, p.volume, p.max_time)?)),
+                Dir::StackToKernel => {
+                    Ok(Some(receive_for(&mut k, p.volume, p.min_time, p.max_time)?))
+                }
             }
         })();
         stop.store(true, Ordering::Relaxed);

@@ -160,7 +160,9 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
                 s.set_read_timeout(Some(TICK))?;
                 s.set_write_timeout(Some(TICK))?;
                 let r = match p.dir {
-                    Dir::KernelToStack => Some(receive_for(&mut s, p.volume, p.max_time)?),
+                    Dir::KernelToStack => {
+                        Some(receive_for(&mut s, p.volume, p.min_time, p.max_time)?)
+                    }
                     Dir::StackToKernel => {
                         send_until(&mut s, &stop2);
                         None
@@ -188,9 +190,11 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
             }
             Dir::StackToKernel => {
                 let r = if log::log_enabled!(log::Level::Debug) {
-                    with_tcp_samples(&up.net, || receive_for(&mut k, p.volume, p.max_time))
+                    with_tcp_samples(&up.net, || {
+                        receive_for(&mut k, p.volume, p.min_time, p.max_time)
+                    })
                 } else {
-                    receive_for(&mut k, p.volume, p.max_time)
+                    receive_for(&mut k, p.volume, p.min_time, p.max_time)
                 };
                 received = Some(r?);
                 stop.store(true, Ordering::Relaxed);
@@ -247,7 +251,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
                             }
                         }
                         let el = t0.elapsed();
-                        if *got >= p.volume || el >= p.max_time {
+                        if p.over(*got, el) {
                             if let Some(tx) = done_tx.take() {
                                 let _ = tx.send((*got, el.as_secs_f64()));
                             }
@@ -260,7 +264,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
         let loop_cpu0 = loop_tid.and_then(env::thread_cpu);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let (bytes, secs) = match p.dir {
-            Dir::StackToKernel => receive_for(&mut k, p.volume, p.max_time)?,
+            Dir::StackToKernel => receive_for(&mut k, p.volume, p.min_time, p.max_time)?,
             Dir::KernelToStack => {
                 let mut k2 = k.try_clone()?;
                 let stop = Arc::new(AtomicBool::new(false));
