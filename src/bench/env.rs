@@ -187,14 +187,69 @@ pub fn thread_cpu(tid: i32) -> Option<Duration> {
 
 /// utime + stime from a /proc stat line, as a duration.
 fn stat_cpu(stat: &str) -> Option<Duration> {
+    let us = stat_user_sys(stat)?;
+    Some(us.user + us.sys)
+}
+
+/// CPU time split between user mode (the stack's own code, libc) and the
+/// kernel (system calls: the TUN's reads and writes and all the kernel's
+/// TCP/IP work done inside them, softirqs taken meanwhile), as the kernel
+/// accounts it per thread (/proc `utime` and `stime`: sampled, so the split
+/// is a ratio of samples; the total is as exact as the tick).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UserSys {
+    pub user: Duration,
+    pub sys: Duration,
+}
+
+impl UserSys {
+    /// What was used since `before` (of the same thread).
+    pub fn since(self, before: UserSys) -> UserSys {
+        UserSys {
+            user: self.user.saturating_sub(before.user),
+            sys: self.sys.saturating_sub(before.sys),
+        }
+    }
+
+    /// What was used between two readings, if both were taken.
+    pub fn span(before: Option<UserSys>, after: Option<UserSys>) -> Option<UserSys> {
+        Some(after?.since(before?))
+    }
+
+    /// Both threads' (or both spans') time together.
+    pub fn plus(self, other: UserSys) -> UserSys {
+        UserSys {
+            user: self.user + other.user,
+            sys: self.sys + other.sys,
+        }
+    }
+
+    /// The kernel's share of the time, 0 to 1 (`None` if none was used).
+    pub fn kernel_share(self) -> Option<f64> {
+        let total = (self.user + self.sys).as_secs_f64();
+        (total > 0.0).then(|| self.sys.as_secs_f64() / total)
+    }
+}
+
+/// utime and stime from a /proc stat line.
+fn stat_user_sys(stat: &str) -> Option<UserSys> {
     // The command name (field 2) may contain spaces; fields after ")" are fixed.
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); utime is field 14, stime 15.
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks = |i: usize| f.get(i)?.parse::<u64>().ok();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    let d = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
+    Some(UserSys {
+        user: d(ticks(11)?),
+        sys: d(ticks(12)?),
+    })
+}
+
+/// User and kernel CPU time thread `tid` of this process has used.
+pub fn thread_user_sys(tid: i32) -> Option<UserSys> {
+    stat_user_sys(&std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?)
 }
 
 /// CPU time the calling thread has used.
@@ -265,6 +320,48 @@ mod tests {
             Some(Duration::from_nanos(500 * 1_000_000_000 / hz))
         );
         assert_eq!(stat_cpu("garbage"), None);
+        let us = stat_user_sys(line).unwrap();
+        assert_eq!(us.user, Duration::from_nanos(300 * 1_000_000_000 / hz));
+        assert_eq!(us.sys, Duration::from_nanos(200 * 1_000_000_000 / hz));
+        assert!((us.kernel_share().unwrap() - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn user_sys_spans_subtract_and_add() {
+        let ms = Duration::from_millis;
+        let a = UserSys {
+            user: ms(10),
+            sys: ms(30),
+        };
+        let b = UserSys {
+            user: ms(40),
+            sys: ms(120),
+        };
+        let d = b.since(a);
+        assert_eq!((d.user, d.sys), (ms(30), ms(90)));
+        assert_eq!(d.kernel_share(), Some(0.75));
+        assert_eq!(a.since(b), UserSys::default(), "never negative");
+        assert_eq!(UserSys::default().kernel_share(), None);
+        assert_eq!(d.plus(a).kernel_share(), Some(120.0 / 160.0));
+    }
+
+    #[test]
+    fn a_thread_in_system_calls_shows_kernel_time() {
+        let tid = gettid();
+        let a = thread_user_sys(tid).expect("own stat");
+        // getppid is a real system call every time (no vDSO), cheap and harmless.
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < until {
+            for _ in 0..1000 {
+                // SAFETY: getppid has no preconditions.
+                unsafe { libc::getppid() };
+            }
+        }
+        let d = thread_user_sys(tid).expect("own stat").since(a);
+        assert!(
+            d.sys > Duration::ZERO,
+            "system calls took kernel time: {d:?}"
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
             bytes,
             secs,
             cpu_secs: None,
+            kernel_share: None,
         })
     })?
 }

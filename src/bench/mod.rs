@@ -104,6 +104,17 @@ impl Pair {
     fn gbps(&self, d: Dir) -> Option<f64> {
         self.get(d)?.as_ref().ok().map(Bulk::gbps)
     }
+    fn kernel_share(&self, d: Dir) -> Option<f64> {
+        self.get(d)?.as_ref().ok()?.kernel_share
+    }
+    /// Amdahl's bound on any userspace stack against this one: with the
+    /// kernel's work per byte as this stack's threads had it (the TUN's
+    /// one system call per packet and the kernel's TCP/IP inside it) and
+    /// its own code free, its thread could go at most 1 / (kernel share)
+    /// as fast.
+    fn zero_cost_ceiling(&self, d: Dir) -> Option<f64> {
+        self.kernel_share(d).filter(|&s| s > 0.0).map(|s| 1.0 / s)
+    }
 }
 
 /// Everything one run measured (a failed measurement keeps its error).
@@ -687,6 +698,31 @@ impl Report {
                 cpu(p, Dir::KernelToStack)
             );
         }
+        let pct = |v: Option<f64>| v.map_or("-".into(), |s| format!("{:.0}%", s * 100.0));
+        for (name, p) in [
+            ("tunstack", &self.tunstack_1500),
+            ("tunstack in-loop", &self.tunstack_1500_loop),
+            ("smoltcp", &self.smoltcp_1500),
+            ("tunstack MTU 65000", &self.tunstack_65000),
+            ("tunstack in-loop MTU 65000", &self.tunstack_65000_loop),
+            ("smoltcp MTU 65000", &self.smoltcp_65000),
+        ] {
+            let _ = writeln!(
+                t,
+                "| {name}: kernel's share of the stack threads' CPU, stack → kernel / kernel → stack | {} / {} |",
+                pct(p.kernel_share(Dir::StackToKernel)),
+                pct(p.kernel_share(Dir::KernelToStack))
+            );
+        }
+        let ceiling = |v: Option<f64>| v.map_or("-".into(), |c| format!("{c:.2}×"));
+        for (mtu, p) in [(1500, &self.smoltcp_1500), (65000, &self.smoltcp_65000)] {
+            let _ = writeln!(
+                t,
+                "| MTU {mtu}: ceiling of a zero-cost userspace stack over smoltcp (1 / smoltcp's kernel share), stack → kernel / kernel → stack | {} / {} |",
+                ceiling(p.zero_cost_ceiling(Dir::StackToKernel)),
+                ceiling(p.zero_cost_ceiling(Dir::KernelToStack))
+            );
+        }
         match &self.latency {
             Some(Ok(l)) => {
                 let _ = writeln!(
@@ -828,6 +864,23 @@ impl Report {
                 m.push((format!("{k}.secs"), b.secs, "s"));
                 if let Some(c) = b.cpu_secs_per_gb() {
                     m.push((format!("{k}.cpu_secs_per_gb"), c, "s/GB"));
+                }
+                if let Some(s) = b.kernel_share {
+                    m.push((format!("{k}.kernel_cpu_share"), s, "ratio"));
+                }
+            }
+        }
+        for d in [Dir::StackToKernel, Dir::KernelToStack] {
+            for (name, p) in [
+                ("mtu1500", &self.smoltcp_1500),
+                ("mtu65000", &self.smoltcp_65000),
+            ] {
+                if let Some(c) = p.zero_cost_ceiling(d) {
+                    m.push((
+                        format!("ceiling.zero_cost_stack_over_smoltcp.{name}.{}", d.key()),
+                        c,
+                        "ratio",
+                    ));
                 }
             }
         }
@@ -1013,6 +1066,7 @@ mod tests {
                 bytes,
                 secs: 1.0,
                 cpu_secs: Some(0.5),
+                kernel_share: Some(0.8),
             })
         };
         let r = Report {
@@ -1031,7 +1085,19 @@ mod tests {
         assert_eq!(get("ratio.tunstack_over_smoltcp.mtu1500.s2k"), Some(3.0));
         assert_eq!(get("ratio.tunstack_over_smoltcp.mtu1500.k2s"), None);
         assert_eq!(get("tunstack.mtu1500.s2k.gbps"), Some(24.0));
+        assert_eq!(get("smoltcp.mtu1500.k2s.kernel_cpu_share"), Some(0.8));
+        // 80% of smoltcp's CPU in the kernel: a free stack goes 1.25× at most.
+        assert_eq!(
+            get("ceiling.zero_cost_stack_over_smoltcp.mtu1500.s2k"),
+            Some(1.25)
+        );
+        assert_eq!(
+            get("ceiling.zero_cost_stack_over_smoltcp.mtu65000.s2k"),
+            None
+        );
         assert!(r.table().contains("3.00×"));
+        assert!(r.table().contains("| 1.25× / 1.25× |"), "{}", r.table());
+        assert!(r.table().contains("| 80% / - |"), "{}", r.table());
         assert_eq!(
             r.errors(),
             vec![("tunstack.mtu1500.k2s".into(), "boom".into())]

@@ -105,10 +105,12 @@ impl<D: Device> Device for RxLoss<D> {
 }
 
 /// What the smoltcp thread reports: the receiver's (bytes, secs) when smoltcp
-/// received, and the CPU its poll thread used over the transfer.
+/// received, and the CPU its poll thread used over the transfer (in all,
+/// and split between user mode and the kernel).
 struct PollResult {
     received: Option<(u64, f64)>,
     cpu: Duration,
+    user_sys: Option<env::UserSys>,
 }
 
 fn poll_loop(
@@ -152,7 +154,9 @@ fn poll_loop(
     let _ = ready_tx.send(Ok(()));
     let default_timeout = Some(SmolDuration::from_millis(100));
 
-    let mut started: Option<(Instant, Duration)> = None;
+    let mut started: Option<(Instant, Duration, Option<env::UserSys>)> = None;
+    let me = env::gettid();
+    let mut user_sys = None;
     let mut got = 0u64;
     let mut received = None;
     let mut cpu = Duration::ZERO;
@@ -167,7 +171,11 @@ fn poll_loop(
                 .map_err(|e| io::Error::other(format!("smoltcp listen: {e}")))?;
         }
         if started.is_none() && socket.may_recv() {
-            started = Some((Instant::now(), env::own_thread_cpu()));
+            started = Some((
+                Instant::now(),
+                env::own_thread_cpu(),
+                env::thread_user_sys(me),
+            ));
         }
         match p.dir {
             Dir::StackToKernel => {
@@ -187,11 +195,12 @@ fn poll_loop(
                         .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
                     got += n as u64;
                 }
-                if let Some((t0, c0)) = started {
+                if let Some((t0, c0, us0)) = started {
                     let el = t0.elapsed();
                     if p.over(got, el) {
                         received = Some((got, el.as_secs_f64()));
                         cpu = env::own_thread_cpu() - c0;
+                        user_sys = env::UserSys::span(us0, env::thread_user_sys(me));
                         let _ = done_tx.send(());
                     }
                 }
@@ -213,8 +222,9 @@ fn poll_loop(
         }
     }
     if p.dir == Dir::StackToKernel {
-        if let Some((_, c0)) = started {
+        if let Some((_, c0, us0)) = started {
             cpu = env::own_thread_cpu() - c0;
+            user_sys = env::UserSys::span(us0, env::thread_user_sys(me));
         }
     }
     if p.loss_percent > 0 {
@@ -223,7 +233,11 @@ fn poll_loop(
             device.dropped
         );
     }
-    Ok(PollResult { received, cpu })
+    Ok(PollResult {
+        received,
+        cpu,
+        user_sys,
+    })
 }
 
 /// Bulk TCP over TUN between the kernel (client) and smoltcp (server).
@@ -281,6 +295,7 @@ pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
             bytes,
             secs,
             cpu_secs: Some(polled.cpu.as_secs_f64()),
+            kernel_share: polled.user_sys.and_then(env::UserSys::kernel_share),
         })
     })?
 }

@@ -151,12 +151,15 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
         let listener = TcpListener::bind(&up.net, PORT)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        // The stack side: returns (receiver result if it received, own CPU).
+        // The stack side: returns (receiver result if it received, own CPU
+        // in all and split between user mode and the kernel).
+        type AppResult = (Option<(u64, f64)>, Duration, Option<env::UserSys>);
         let app = std::thread::Builder::new()
             .name("tsbench-app".into())
-            .spawn(move || -> io::Result<(Option<(u64, f64)>, Duration)> {
+            .spawn(move || -> io::Result<AppResult> {
                 let (mut s, _) = listener.accept_timeout(Some(CONNECT_TIMEOUT))?;
                 let cpu0 = env::own_thread_cpu();
+                let us0 = env::thread_user_sys(env::gettid());
                 s.set_read_timeout(Some(TICK))?;
                 s.set_write_timeout(Some(TICK))?;
                 let r = match p.dir {
@@ -169,10 +172,12 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
                     }
                 };
                 let cpu = env::own_thread_cpu() - cpu0;
+                let us = env::UserSys::span(us0, env::thread_user_sys(env::gettid()));
                 drop(s);
-                Ok((r, cpu))
+                Ok((r, cpu, us))
             })?;
         let loop_cpu0 = loop_tid.and_then(env::thread_cpu);
+        let loop_us0 = loop_tid.and_then(env::thread_user_sys);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let mut received = None;
         match p.dir {
@@ -205,8 +210,9 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
             log::debug!("bench: {l} -> {r}: {st:?}");
         }
         let loop_cpu = cpu_since(loop_tid, loop_cpu0);
+        let loop_us = env::UserSys::span(loop_us0, loop_tid.and_then(env::thread_user_sys));
         drop(k);
-        let (app_received, app_cpu) = app
+        let (app_received, app_cpu, app_us) = app
             .join()
             .map_err(|_| io::Error::other("stack-side thread panicked"))??;
         let (bytes, secs) = received
@@ -216,6 +222,9 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
             bytes,
             secs,
             cpu_secs: loop_cpu.map(|l| (l + app_cpu).as_secs_f64()),
+            kernel_share: loop_us
+                .zip(app_us)
+                .and_then(|(l, a)| l.plus(a).kernel_share()),
         })
     })
 }
@@ -262,6 +271,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
             }
         }
         let loop_cpu0 = loop_tid.and_then(env::thread_cpu);
+        let loop_us0 = loop_tid.and_then(env::thread_user_sys);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let (bytes, secs) = match p.dir {
             Dir::StackToKernel => receive_for(&mut k, p.volume, p.min_time, p.max_time)?,
@@ -278,10 +288,12 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
             }
         };
         let loop_cpu = cpu_since(loop_tid, loop_cpu0);
+        let loop_us = env::UserSys::span(loop_us0, loop_tid.and_then(env::thread_user_sys));
         Ok(Bulk {
             bytes,
             secs,
             cpu_secs: loop_cpu.map(|l| l.as_secs_f64()),
+            kernel_share: loop_us.and_then(env::UserSys::kernel_share),
         })
     })
 }
