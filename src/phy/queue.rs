@@ -14,6 +14,12 @@ pub struct QueueDevice {
     pub tx: VecDeque<Vec<u8>>,
     /// Recycled buffers, so steady state allocates nothing.
     pub spare: Vec<Vec<u8>>,
+    /// Recycled transmit buffers, kept at the length of the packet they
+    /// last carried ([`QueueDevice::recycle_tx`]): `send_with` then
+    /// zero-fills only growth beyond it, where a cleared buffer (a received
+    /// ACK's, 52 bytes) cost a 64 KB `memset` before each 64 KB segment
+    /// was built over it (1.5% of all samples sending at MTU 65000).
+    pub tx_spare: Vec<Vec<u8>>,
     pub mtu: usize,
     /// Packets beyond this many in `tx` are dropped (`send` returns false).
     pub tx_limit: usize,
@@ -33,6 +39,7 @@ impl QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
             spare: Vec::new(),
+            tx_spare: Vec::new(),
             mtu,
             tx_limit: 4096,
             rx_trusted: VecDeque::new(),
@@ -63,6 +70,13 @@ impl QueueDevice {
             self.spare.push(buf);
         }
     }
+
+    /// Give back a packet taken from `tx` once it is written, as it is.
+    pub fn recycle_tx(&mut self, buf: Vec<u8>) {
+        if self.tx_spare.len() < 4096 {
+            self.tx_spare.push(buf);
+        }
+    }
 }
 
 impl Device for QueueDevice {
@@ -83,7 +97,8 @@ impl Device for QueueDevice {
         if self.tx.len() >= self.tx_limit {
             return Ok(false);
         }
-        let mut b = self.take_buffer();
+        let mut b = self.tx_spare.pop().unwrap_or_default();
+        b.clear();
         b.extend_from_slice(packet);
         self.tx.push_back(b);
         Ok(true)
@@ -99,8 +114,9 @@ impl Device for QueueDevice {
             return Some(Ok(false));
         }
         // A recycled buffer's old bytes are overwritten by `build`; only
-        // growth is zero-filled.
-        let mut b = self.spare.pop().unwrap_or_default();
+        // growth is zero-filled, so a buffer that carried a packet as long
+        // costs no fill at all.
+        let mut b = self.tx_spare.pop().unwrap_or_default();
         b.resize(len, 0);
         build(&mut b);
         self.tx.push_back(b);
@@ -159,5 +175,29 @@ mod tests {
                 (vec![4], false)
             ]
         );
+    }
+
+    #[test]
+    fn a_written_packet_buffer_is_reused_for_the_next_one_in_place() {
+        let mut q = QueueDevice::new(65535);
+        let now = Instant::ZERO;
+        let fill = |v: u8| move |b: &mut [u8]| b.fill(v);
+        assert!(q.send_with(now, 9000, &mut fill(1)).unwrap().unwrap());
+        let first = q.tx.pop_front().unwrap();
+        let ptr = first.as_ptr();
+        q.recycle_tx(first);
+        // Same allocation, rebuilt in place (shorter, then as long again).
+        q.send_with(now, 40, &mut fill(2));
+        let ack = q.tx.pop_front().unwrap();
+        assert_eq!((ack.as_ptr(), ack.as_slice()), (ptr, &[2u8; 40][..]));
+        q.recycle_tx(ack);
+        q.send_with(now, 9000, &mut fill(3));
+        let again = q.tx.pop_front().unwrap();
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.len() == 9000 && again.iter().all(|&b| b == 3));
+        q.recycle_tx(again);
+        // The copying path takes the same pool and leaves no old bytes.
+        q.send(now, &[7, 8, 9]).unwrap();
+        assert_eq!(q.tx.pop_front().unwrap(), vec![7, 8, 9]);
     }
 }

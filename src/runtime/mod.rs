@@ -254,7 +254,7 @@ impl Shared {
             if let Err(e) = dev.send(now, &pkt) {
                 log::warn!("device write failed: {e}");
             }
-            q.recycle(pkt);
+            q.recycle_tx(pkt);
         }
         need_loop |= dev.poll_at().is_some();
         drop(dev);
@@ -619,7 +619,7 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
             if let Err(e) = device.send(now, &pkt) {
                 log::warn!("device write failed: {e}");
             }
-            queue.recycle(pkt);
+            queue.recycle_tx(pkt);
         }
         let device_at = device.poll_at();
         drop(device);
