@@ -247,7 +247,9 @@ pub fn median_bulk(reps: usize, mut f: impl FnMut() -> io::Result<Bulk>) -> io::
     v.sort_by(|a, b| a.gbps().total_cmp(&b.gbps()));
     log::debug!(
         "bench: runs {:?} Gbit/s",
-        v.iter().map(|b| (b.gbps() * 100.0).round() / 100.0).collect::<Vec<_>>()
+        v.iter()
+            .map(|b| (b.gbps() * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
     );
     Ok(v[v.len() / 2])
 }

@@ -896,6 +896,67 @@ fn rfc9293_delayed_ack_timer_and_every_second_segment() {
     assert_eq!(recv_one(&mut tcb, t).ack, Some(IRS + 2011));
 }
 
+/// Segment `i` of `data` (MSS bytes each) from the peer.
+fn nth_seg(data: &[u8], i: usize) -> TcpRepr<'_> {
+    peer_data((i * MSS) as u32, 0, &data[i * MSS..(i + 1) * MSS])
+}
+
+#[test]
+fn linux_quick_ack_after_out_of_order_data_skips_the_delayed_ack() {
+    let c = TcpConfig {
+        delayed_ack: Some(ms(40)),
+        ..cfg()
+    };
+    let (mut tcb, mut now) = established_with(&c);
+    let data = pattern(40 * MSS, 3);
+    // Segment 0 is lost: segment 1 draws a duplicate ACK at once.
+    tcb.process(now, &nth_seg(&data, 1));
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1));
+    // Its retransmission fills the hole: ACKed at once (RFC 5681 §4.2).
+    now += ms(1);
+    tcb.process(now, &nth_seg(&data, 0));
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + 2 * MSS as u32));
+    // The loss cut the sender's window: it sends one segment a flight.
+    // Quick-ACK mode (16 = BUF / (2 MSS) segments, the filled hole the
+    // first) ACKs each at once instead of holding it 40 ms.
+    for i in 2..17 {
+        now += ms(1);
+        tcb.process(now, &nth_seg(&data, i));
+        assert_eq!(
+            recv_one(&mut tcb, now).ack,
+            Some(IRS + 1 + ((i + 1) * MSS) as u32),
+            "segment {i} ACKed at once"
+        );
+    }
+    // Then delayed ACKs again.
+    now += ms(1);
+    tcb.process(now, &nth_seg(&data, 17));
+    recv_nothing(&mut tcb, now);
+    assert_eq!(tcb.poll_at(), Some(now + ms(40)));
+}
+
+#[test]
+fn linux_quick_ack_after_a_retransmission_of_data_already_received() {
+    let c = TcpConfig {
+        delayed_ack: Some(ms(40)),
+        ..cfg()
+    };
+    let (mut tcb, mut now) = established_with(&c);
+    let data = pattern(4 * MSS, 5);
+    // One segment, in order: its ACK is delayed.
+    tcb.process(now, &nth_seg(&data, 0));
+    recv_nothing(&mut tcb, now);
+    // The sender times out and sends it again (as if our ACK were lost):
+    // an ACK at once, and the sender's window is now one segment.
+    now += ms(200);
+    tcb.process(now, &nth_seg(&data, 0));
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + MSS as u32));
+    // Its next lone segment is ACKed at once, not 40 ms later.
+    now += ms(1);
+    tcb.process(now, &nth_seg(&data, 1));
+    assert_eq!(recv_one(&mut tcb, now).ack, Some(IRS + 1 + 2 * MSS as u32));
+}
+
 #[test]
 fn rfc9293_receive_window_right_edge_never_shrinks() {
     let c = TcpConfig {
