@@ -80,6 +80,9 @@ pub struct Bulk {
     /// The kernel's share of those threads' CPU (system calls, the kernel's
     /// TCP/IP work inside them; [`super::env::UserSys`]), if measured.
     pub kernel_share: Option<f64>,
+    /// The share of all the machine's CPUs busy over the transfer (every
+    /// thread, the kernel's peer and softirqs included), if measured.
+    pub machine_busy: Option<f64>,
 }
 
 impl Bulk {
@@ -97,6 +100,37 @@ impl Bulk {
         let c = self.cpu_secs?;
         (self.bytes > 0).then(|| c / (self.bytes as f64 / 1e9))
     }
+
+    /// CPU seconds per GB that the whole machine (`cpus` CPUs) spent on the
+    /// transfer besides the userspace stack's own code (its threads' user
+    /// mode): the kernel's work for both ends, the kernel peer's thread,
+    /// softirqs, and the stack's system calls. No userspace stack can do
+    /// without most of it: see [`userspace_ceiling_gbps`].
+    pub fn other_cpu_secs_per_gb(&self, cpus: usize) -> Option<f64> {
+        let gb = self.bytes as f64 / 1e9;
+        let machine = self.machine_busy? * cpus as f64 * self.secs;
+        let own_user = self.cpu_secs? * (1.0 - self.kernel_share?);
+        (gb > 0.0).then(|| (machine - own_user).max(0.0) / gb)
+    }
+}
+
+/// The goodput, in Gbit/s, of a userspace stack whose own code costs
+/// nothing and that keeps all `cpus` CPUs busy, given the least CPU per GB
+/// besides a stack's own code ([`Bulk::other_cpu_secs_per_gb`]) that any
+/// of `runs` needed. An estimate, not a proof: it assumes that work per GB
+/// is fixed (the kernel's per-packet path through the TUN and its TCP on
+/// the other end), while a stack can still trim its own system calls, and
+/// it takes perfect balance over the CPUs.
+pub fn userspace_ceiling_gbps<'a>(
+    runs: impl IntoIterator<Item = &'a Bulk>,
+    cpus: usize,
+) -> Option<f64> {
+    let least = runs
+        .into_iter()
+        .filter_map(|b| b.other_cpu_secs_per_gb(cpus))
+        .filter(|&w| w > 0.0)
+        .min_by(f64::total_cmp)?;
+    Some(cpus as f64 / least * 8.0)
 }
 
 /// Round-trip latency of small messages.
@@ -265,10 +299,39 @@ mod tests {
             secs: 2.0,
             cpu_secs: Some(1.0),
             kernel_share: None,
+            machine_busy: None,
         };
         assert!((b.gbps() - 4.0).abs() < 1e-9);
         assert_eq!(b.cpu_secs_per_gb(), Some(1.0));
         assert_eq!(Bulk::default().gbps(), 0.0);
+    }
+
+    #[test]
+    fn the_ceiling_takes_the_least_work_besides_the_stacks_own_code() {
+        // 1 GB in 2 s on 2 CPUs 90% busy: 3.6 CPU s; the stack's threads
+        // 2 CPU s, 80% in the kernel, so 0.4 s its own code: 3.2 s/GB else.
+        let a = Bulk {
+            bytes: 1_000_000_000,
+            secs: 2.0,
+            cpu_secs: Some(2.0),
+            kernel_share: Some(0.8),
+            machine_busy: Some(0.9),
+        };
+        assert!((a.other_cpu_secs_per_gb(2).unwrap() - 3.2).abs() < 1e-9);
+        // Another stack needed only 1.6 s/GB besides its own code.
+        let b = Bulk {
+            machine_busy: Some(0.5),
+            ..a
+        };
+        assert!((b.other_cpu_secs_per_gb(2).unwrap() - 1.6).abs() < 1e-9);
+        // 2 CPUs / 1.6 s per GB = 1.25 GB/s = 10 Gbit/s.
+        let c = userspace_ceiling_gbps([&a, &b], 2).unwrap();
+        assert!((c - 10.0).abs() < 1e-9, "{c}");
+        let unmeasured = Bulk {
+            machine_busy: None,
+            ..a
+        };
+        assert_eq!(userspace_ceiling_gbps([&unmeasured], 2), None);
     }
 
     #[test]
@@ -342,6 +405,7 @@ mod tests {
                 secs: 1.0,
                 cpu_secs: None,
                 kernel_share: None,
+                machine_busy: None,
             })
         })
         .unwrap();

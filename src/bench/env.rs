@@ -247,20 +247,85 @@ fn stat_user_sys(stat: &str) -> Option<UserSys> {
     })
 }
 
+/// The whole machine's CPU time since boot, all CPUs together, in clock
+/// ticks: (busy, total), from the first line of /proc/stat (busy is all
+/// but idle and iowait).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?;
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user and nice).
+    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+/// The share of all the machine's CPUs that was busy since `before`
+/// ([`machine_ticks`]), 0 to 1.
+pub fn machine_busy_since(before: Option<(u64, u64)>) -> Option<f64> {
+    let (b0, t0) = before?;
+    let (b1, t1) = machine_ticks()?;
+    let dt = t1.checked_sub(t0).filter(|&d| d > 0)?;
+    Some(b1.saturating_sub(b0) as f64 / dt as f64)
+}
+
+/// The start of a measured span: one thread's CPU (in all, and split
+/// between user mode and the kernel) and the whole machine's.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMark {
+    tid: Option<i32>,
+    cpu: Option<Duration>,
+    user_sys: Option<UserSys>,
+    machine: Option<(u64, u64)>,
+}
+
+/// What a span used, from [`CpuMark::used`] (`None` where unknown).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuUsed {
+    pub cpu: Option<Duration>,
+    pub user_sys: Option<UserSys>,
+    pub machine_busy: Option<f64>,
+}
+
+impl CpuMark {
+    /// Mark thread `tid` of this process (`None`: the machine only).
+    pub fn of(tid: Option<i32>) -> CpuMark {
+        CpuMark {
+            tid,
+            cpu: tid.and_then(thread_cpu),
+            user_sys: tid.and_then(thread_user_sys),
+            machine: machine_ticks(),
+        }
+    }
+
+    /// Mark the calling thread.
+    pub fn own() -> CpuMark {
+        CpuMark::of(Some(gettid()))
+    }
+
+    /// What the thread and the machine used since the mark.
+    pub fn used(&self) -> CpuUsed {
+        CpuUsed {
+            cpu: (self.tid.and_then(thread_cpu))
+                .zip(self.cpu)
+                .map(|(now, then)| now.saturating_sub(then)),
+            user_sys: UserSys::span(self.user_sys, self.tid.and_then(thread_user_sys)),
+            machine_busy: machine_busy_since(self.machine),
+        }
+    }
+}
+
 /// User and kernel CPU time thread `tid` of this process has used.
 pub fn thread_user_sys(tid: i32) -> Option<UserSys> {
     stat_user_sys(&std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?)
-}
-
-/// CPU time the calling thread has used.
-pub fn own_thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Heap bytes in use in this process: every malloc arena's allocated
@@ -327,6 +392,16 @@ mod tests {
     }
 
     #[test]
+    fn machine_ticks_count_all_but_idle_and_iowait_as_busy() {
+        let stat = "cpu  100 5 50 800 20 3 2 1 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
+        assert_eq!(parse_machine_ticks(stat), Some((161, 981)));
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(parse_machine_ticks("cpu 1 2\n"), None);
+        let now = machine_ticks();
+        assert!(now.is_some_and(|(b, t)| b <= t && t > 0), "{now:?}");
+    }
+
+    #[test]
     fn user_sys_spans_subtract_and_add() {
         let ms = Duration::from_millis;
         let a = UserSys {
@@ -365,14 +440,30 @@ mod tests {
     }
 
     #[test]
-    fn own_thread_cpu_grows_with_work() {
-        let a = own_thread_cpu();
+    fn a_mark_sees_its_thread_work_in_user_mode_and_the_machine_busy() {
+        let mark = CpuMark::own();
+        let until = std::time::Instant::now() + Duration::from_millis(300);
         let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while std::time::Instant::now() < until {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
         }
         std::hint::black_box(x);
-        assert!(own_thread_cpu() > a);
+        let used = mark.used();
+        assert!(
+            used.cpu.is_some_and(|c| c >= Duration::from_millis(100)),
+            "{used:?}"
+        );
+        let us = used.user_sys.expect("split measured");
+        assert!(
+            us.user > us.sys,
+            "a loop without system calls runs in user mode: {us:?}"
+        );
+        // One of the machine's CPUs was busy with this thread all along.
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let busy = used.machine_busy.expect("machine measured");
+        assert!(busy >= 0.5 / ncpu && busy <= 1.0, "busy {busy}");
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
             secs,
             cpu_secs: None,
             kernel_share: None,
+            machine_busy: None,
         })
     })?
 }

@@ -104,16 +104,8 @@ impl Pair {
     fn gbps(&self, d: Dir) -> Option<f64> {
         self.get(d)?.as_ref().ok().map(Bulk::gbps)
     }
-    fn kernel_share(&self, d: Dir) -> Option<f64> {
-        self.get(d)?.as_ref().ok()?.kernel_share
-    }
-    /// Amdahl's bound on any userspace stack against this one: with the
-    /// kernel's work per byte as this stack's threads had it (the TUN's
-    /// one system call per packet and the kernel's TCP/IP inside it) and
-    /// its own code free, its thread could go at most 1 / (kernel share)
-    /// as fast.
-    fn zero_cost_ceiling(&self, d: Dir) -> Option<f64> {
-        self.kernel_share(d).filter(|&s| s > 0.0).map(|s| 1.0 / s)
+    fn ok(&self, d: Dir) -> Option<&Bulk> {
+        self.get(d)?.as_ref().ok()
     }
 }
 
@@ -152,6 +144,8 @@ pub struct Report {
     pub seconds: f64,
     /// CPUs, CPU model and kernel of the machine the run was made on.
     pub machine: String,
+    /// How many CPUs the machine has (for the userspace ceiling).
+    pub cpus: usize,
 }
 
 /// "N CPUs, MODEL, Linux RELEASE" from /proc and uname.
@@ -237,6 +231,7 @@ pub fn run_sections(o: &BenchOptions, quick: bool, sections: &[&str]) -> Report 
         quick,
         options: Some(*o),
         machine: machine_description(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         ..Report::default()
     };
     let smol = cfg!(feature = "smoltcp-bench");
@@ -683,9 +678,14 @@ impl Report {
                     let c = b
                         .cpu_secs_per_gb()
                         .map_or("-".into(), |c| format!("{c:.2}"));
-                    match b.kernel_share {
-                        Some(k) => format!("{c} ({:.0}% kernel)", k * 100.0),
-                        None => c,
+                    match (b.kernel_share, b.machine_busy) {
+                        (Some(k), Some(m)) => format!(
+                            "{c} ({:.0}% kernel; machine {:.0}% busy)",
+                            k * 100.0,
+                            m * 100.0
+                        ),
+                        (Some(k), None) => format!("{c} ({:.0}% kernel)", k * 100.0),
+                        _ => c,
                     }
                 }
                 _ => "-".into(),
@@ -707,13 +707,17 @@ impl Report {
                 cpu(p, Dir::KernelToStack)
             );
         }
-        let ceiling = |v: Option<f64>| v.map_or("-".into(), |c| format!("{c:.2}×"));
-        for (mtu, p) in [(1500, &self.smoltcp_1500), (65000, &self.smoltcp_65000)] {
+        let ceiling = |mtu, d| match self.userspace_ceiling(mtu, d) {
+            Some((g, Some(r))) => format!("{g:.2} ({r:.2}× smoltcp)"),
+            Some((g, None)) => format!("{g:.2}"),
+            None => "-".into(),
+        };
+        for mtu in [1500, 65000] {
             let _ = writeln!(
                 t,
-                "| MTU {mtu}: ceiling of a zero-cost userspace stack over smoltcp (1 / smoltcp's kernel share), stack → kernel / kernel → stack | {} / {} |",
-                ceiling(p.zero_cost_ceiling(Dir::StackToKernel)),
-                ceiling(p.zero_cost_ceiling(Dir::KernelToStack))
+                "| MTU {mtu}: ceiling of any userspace stack here, Gbit/s (its own code free, all CPUs busy, the least CPU per GB besides a stack's own code of this run's stacks), stack → kernel / kernel → stack | {} / {} |",
+                ceiling(mtu, Dir::StackToKernel),
+                ceiling(mtu, Dir::KernelToStack)
             );
         }
         match &self.latency {
@@ -783,6 +787,28 @@ impl Report {
             }
         }
         t
+    }
+
+    /// The estimated ceiling of any userspace stack over a plain TUN at
+    /// `mtu` ([`common::userspace_ceiling_gbps`] over this run's tunstack,
+    /// in-loop and smoltcp rows), and that over smoltcp's figure.
+    fn userspace_ceiling(&self, mtu: usize, d: Dir) -> Option<(f64, Option<f64>)> {
+        let (ts, tl, sm) = match mtu {
+            1500 => (
+                &self.tunstack_1500,
+                &self.tunstack_1500_loop,
+                &self.smoltcp_1500,
+            ),
+            65000 => (
+                &self.tunstack_65000,
+                &self.tunstack_65000_loop,
+                &self.smoltcp_65000,
+            ),
+            _ => return None,
+        };
+        let runs = [ts, tl, sm].into_iter().filter_map(|p| p.ok(d));
+        let g = common::userspace_ceiling_gbps(runs, self.cpus)?;
+        Some((g, sm.gbps(d).filter(|&s| s > 0.0).map(|s| g / s)))
     }
 
     fn bulk_entries(&self) -> Vec<(String, &Option<Result<Bulk, String>>)> {
@@ -861,19 +887,19 @@ impl Report {
                 if let Some(s) = b.kernel_share {
                     m.push((format!("{k}.kernel_cpu_share"), s, "ratio"));
                 }
+                if let Some(s) = b.machine_busy {
+                    m.push((format!("{k}.machine_busy"), s, "ratio"));
+                }
             }
         }
         for d in [Dir::StackToKernel, Dir::KernelToStack] {
-            for (name, p) in [
-                ("mtu1500", &self.smoltcp_1500),
-                ("mtu65000", &self.smoltcp_65000),
-            ] {
-                if let Some(c) = p.zero_cost_ceiling(d) {
-                    m.push((
-                        format!("ceiling.zero_cost_stack_over_smoltcp.{name}.{}", d.key()),
-                        c,
-                        "ratio",
-                    ));
+            for mtu in [1500, 65000] {
+                if let Some((g, r)) = self.userspace_ceiling(mtu, d) {
+                    let key = format!("ceiling.userspace_stack.mtu{mtu}.{}", d.key());
+                    m.push((format!("{key}.gbps"), g, "Gbit/s"));
+                    if let Some(r) = r {
+                        m.push((format!("{key}.over_smoltcp"), r, "ratio"));
+                    }
                 }
             }
         }
@@ -1060,6 +1086,7 @@ mod tests {
                 secs: 1.0,
                 cpu_secs: Some(0.5),
                 kernel_share: Some(0.8),
+                machine_busy: Some(0.9),
             })
         };
         let r = Report {
@@ -1071,6 +1098,7 @@ mod tests {
                 s2k: Some(b(1_000_000_000)),
                 k2s: Some(b(1_000_000_000)),
             },
+            cpus: 2,
             ..Report::default()
         };
         let m = r.metrics();
@@ -1079,20 +1107,22 @@ mod tests {
         assert_eq!(get("ratio.tunstack_over_smoltcp.mtu1500.k2s"), None);
         assert_eq!(get("tunstack.mtu1500.s2k.gbps"), Some(24.0));
         assert_eq!(get("smoltcp.mtu1500.k2s.kernel_cpu_share"), Some(0.8));
-        // 80% of smoltcp's CPU in the kernel: a free stack goes 1.25× at most.
-        assert_eq!(
-            get("ceiling.zero_cost_stack_over_smoltcp.mtu1500.s2k"),
-            Some(1.25)
+        // Each run: 2 CPUs 90% busy for 1 s (1.8 CPU s), the stack's own
+        // code 0.5 · 0.2 = 0.1 s, so 1.7 CPU s besides it: per GB, 1.7 for
+        // smoltcp's 1 GB, 1.7 / 3 for tunstack's 3 GB, the least.
+        let c = get("ceiling.userspace_stack.mtu1500.s2k.gbps").unwrap();
+        assert!((c - 2.0 / (1.7 / 3.0) * 8.0).abs() < 1e-9, "{c}");
+        let over = get("ceiling.userspace_stack.mtu1500.s2k.over_smoltcp").unwrap();
+        assert!(
+            (over - c / 8.0).abs() < 1e-9,
+            "smoltcp ran at 8 Gbit/s: {over}"
         );
-        assert_eq!(
-            get("ceiling.zero_cost_stack_over_smoltcp.mtu65000.s2k"),
-            None
-        );
+        assert_eq!(get("ceiling.userspace_stack.mtu65000.s2k.gbps"), None);
         assert!(r.table().contains("3.00×"));
-        assert!(r.table().contains("| 1.25× / 1.25× |"), "{}", r.table());
+        assert!(r.table().contains("28.24 (3.53× smoltcp)"), "{}", r.table());
         assert!(
             r.table()
-                .contains("| smoltcp CPU s/GB, stack → kernel / kernel → stack | 0.50 (80% kernel) / 0.50 (80% kernel) |"),
+                .contains("| smoltcp CPU s/GB, stack → kernel / kernel → stack | 0.50 (80% kernel; machine 90% busy) / 0.50 (80% kernel; machine 90% busy) |"),
             "{}",
             r.table()
         );

@@ -105,12 +105,11 @@ impl<D: Device> Device for RxLoss<D> {
 }
 
 /// What the smoltcp thread reports: the receiver's (bytes, secs) when smoltcp
-/// received, and the CPU its poll thread used over the transfer (in all,
-/// and split between user mode and the kernel).
+/// received, and the CPU its poll thread (and the machine) used over the
+/// transfer.
 struct PollResult {
     received: Option<(u64, f64)>,
-    cpu: Duration,
-    user_sys: Option<env::UserSys>,
+    used: env::CpuUsed,
 }
 
 fn poll_loop(
@@ -154,12 +153,10 @@ fn poll_loop(
     let _ = ready_tx.send(Ok(()));
     let default_timeout = Some(SmolDuration::from_millis(100));
 
-    let mut started: Option<(Instant, Duration, Option<env::UserSys>)> = None;
-    let me = env::gettid();
-    let mut user_sys = None;
+    let mut started: Option<(Instant, env::CpuMark)> = None;
+    let mut used = env::CpuUsed::default();
     let mut got = 0u64;
     let mut received = None;
-    let mut cpu = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         let timestamp = SmolInstant::now();
         iface.poll(timestamp, &mut device, &mut sockets);
@@ -171,11 +168,7 @@ fn poll_loop(
                 .map_err(|e| io::Error::other(format!("smoltcp listen: {e}")))?;
         }
         if started.is_none() && socket.may_recv() {
-            started = Some((
-                Instant::now(),
-                env::own_thread_cpu(),
-                env::thread_user_sys(me),
-            ));
+            started = Some((Instant::now(), env::CpuMark::own()));
         }
         match p.dir {
             Dir::StackToKernel => {
@@ -195,12 +188,11 @@ fn poll_loop(
                         .map_err(|e| io::Error::other(format!("smoltcp recv: {e}")))?;
                     got += n as u64;
                 }
-                if let Some((t0, c0, us0)) = started {
+                if let Some((t0, mark)) = &started {
                     let el = t0.elapsed();
                     if p.over(got, el) {
                         received = Some((got, el.as_secs_f64()));
-                        cpu = env::own_thread_cpu() - c0;
-                        user_sys = env::UserSys::span(us0, env::thread_user_sys(me));
+                        used = mark.used();
                         let _ = done_tx.send(());
                     }
                 }
@@ -222,9 +214,8 @@ fn poll_loop(
         }
     }
     if p.dir == Dir::StackToKernel {
-        if let Some((_, c0, us0)) = started {
-            cpu = env::own_thread_cpu() - c0;
-            user_sys = env::UserSys::span(us0, env::thread_user_sys(me));
+        if let Some((_, mark)) = &started {
+            used = mark.used();
         }
     }
     if p.loss_percent > 0 {
@@ -233,11 +224,7 @@ fn poll_loop(
             device.dropped
         );
     }
-    Ok(PollResult {
-        received,
-        cpu,
-        user_sys,
-    })
+    Ok(PollResult { received, used })
 }
 
 /// Bulk TCP over TUN between the kernel (client) and smoltcp (server).
@@ -294,8 +281,9 @@ pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
         Ok(Bulk {
             bytes,
             secs,
-            cpu_secs: Some(polled.cpu.as_secs_f64()),
-            kernel_share: polled.user_sys.and_then(env::UserSys::kernel_share),
+            cpu_secs: polled.used.cpu.map(|c| c.as_secs_f64()),
+            kernel_share: polled.used.user_sys.and_then(env::UserSys::kernel_share),
+            machine_busy: polled.used.machine_busy,
         })
     })?
 }

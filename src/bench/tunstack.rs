@@ -88,11 +88,6 @@ fn loop_thread() -> Option<i32> {
     }
 }
 
-/// CPU thread `tid` used since it had used `before` (`None` if either is unknown).
-fn cpu_since(tid: Option<i32>, before: Option<Duration>) -> Option<Duration> {
-    Some(tid.and_then(env::thread_cpu)?.saturating_sub(before?))
-}
-
 /// Run `f` while a thread samples the stack's first TCP connection every
 /// 500 µs, and log (debug) the means of its congestion window and bytes in
 /// flight and the spread of its SRTT: the figures behind a sending row
@@ -151,15 +146,12 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
         let listener = TcpListener::bind(&up.net, PORT)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        // The stack side: returns (receiver result if it received, own CPU
-        // in all and split between user mode and the kernel).
-        type AppResult = (Option<(u64, f64)>, Duration, Option<env::UserSys>);
+        // The stack side: returns (receiver result if it received, own CPU).
         let app = std::thread::Builder::new()
             .name("tsbench-app".into())
-            .spawn(move || -> io::Result<AppResult> {
+            .spawn(move || -> io::Result<(Option<(u64, f64)>, env::CpuUsed)> {
                 let (mut s, _) = listener.accept_timeout(Some(CONNECT_TIMEOUT))?;
-                let cpu0 = env::own_thread_cpu();
-                let us0 = env::thread_user_sys(env::gettid());
+                let mark = env::CpuMark::own();
                 s.set_read_timeout(Some(TICK))?;
                 s.set_write_timeout(Some(TICK))?;
                 let r = match p.dir {
@@ -171,13 +163,11 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
                         None
                     }
                 };
-                let cpu = env::own_thread_cpu() - cpu0;
-                let us = env::UserSys::span(us0, env::thread_user_sys(env::gettid()));
+                let used = mark.used();
                 drop(s);
-                Ok((r, cpu, us))
+                Ok((r, used))
             })?;
-        let loop_cpu0 = loop_tid.and_then(env::thread_cpu);
-        let loop_us0 = loop_tid.and_then(env::thread_user_sys);
+        let loop_mark = env::CpuMark::of(loop_tid);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let mut received = None;
         match p.dir {
@@ -209,10 +199,9 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
         for (l, r, st) in up.net.tcp_connections() {
             log::debug!("bench: {l} -> {r}: {st:?}");
         }
-        let loop_cpu = cpu_since(loop_tid, loop_cpu0);
-        let loop_us = env::UserSys::span(loop_us0, loop_tid.and_then(env::thread_user_sys));
+        let lp = loop_mark.used();
         drop(k);
-        let (app_received, app_cpu, app_us) = app
+        let (app_received, app) = app
             .join()
             .map_err(|_| io::Error::other("stack-side thread panicked"))??;
         let (bytes, secs) = received
@@ -221,10 +210,11 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
         Ok(Bulk {
             bytes,
             secs,
-            cpu_secs: loop_cpu.map(|l| (l + app_cpu).as_secs_f64()),
-            kernel_share: loop_us
-                .zip(app_us)
+            cpu_secs: lp.cpu.zip(app.cpu).map(|(l, a)| (l + a).as_secs_f64()),
+            kernel_share: (lp.user_sys)
+                .zip(app.user_sys)
                 .and_then(|(l, a)| l.plus(a).kernel_share()),
+            machine_busy: lp.machine_busy,
         })
     })
 }
@@ -289,8 +279,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
                 )?
             }
         }
-        let loop_cpu0 = loop_tid.and_then(env::thread_cpu);
-        let loop_us0 = loop_tid.and_then(env::thread_user_sys);
+        let loop_mark = env::CpuMark::of(loop_tid);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let (bytes, secs) = match p.dir {
             Dir::StackToKernel => receive_for(&mut k, p.volume, p.min_time, p.max_time)?,
@@ -306,13 +295,13 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
                 r.map_err(|_| io::Error::other("the in-loop receiver never finished"))?
             }
         };
-        let loop_cpu = cpu_since(loop_tid, loop_cpu0);
-        let loop_us = env::UserSys::span(loop_us0, loop_tid.and_then(env::thread_user_sys));
+        let lp = loop_mark.used();
         Ok(Bulk {
             bytes,
             secs,
-            cpu_secs: loop_cpu.map(|l| l.as_secs_f64()),
-            kernel_share: loop_us.and_then(env::UserSys::kernel_share),
+            cpu_secs: lp.cpu.map(|l| l.as_secs_f64()),
+            kernel_share: lp.user_sys.and_then(env::UserSys::kernel_share),
+            machine_busy: lp.machine_busy,
         })
     })
 }
@@ -564,11 +553,11 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         let stop = Arc::new(AtomicBool::new(false));
         let server = spawn_echo64_server(rate_listener, stop.clone());
         let raddr = stack_addr(up, rate_port);
-        let cpu0 = loop_tid.and_then(env::thread_cpu);
+        let loop_mark = env::CpuMark::of(loop_tid);
         let start = Instant::now();
         let (made, result) = echo64_clients(raddr, u64::MAX, rate_time);
         let secs = start.elapsed().as_secs_f64();
-        let loop_cpu = cpu_since(loop_tid, cpu0).map(|c| c.as_secs_f64());
+        let loop_cpu = loop_mark.used().cpu.map(|c| c.as_secs_f64());
         stop.store(true, Ordering::Relaxed);
         let _ = server.join();
         result?;
