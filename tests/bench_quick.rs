@@ -35,6 +35,23 @@ fn params(mtu: usize, dir: Dir, loss_percent: u32) -> BulkParams {
     }
 }
 
+/// The stack threads' kernel share and the machine's load were measured,
+/// and are fractions (the table's CPU split and ceiling come from them).
+/// Both are counted in clock ticks (10 ms), so the transfer must last a
+/// good many of them.
+fn check_cpu_split(what: &str, b: Bulk) {
+    let k = b.kernel_share.expect("kernel share measured");
+    assert!(
+        (0.0..=1.0).contains(&k) && k > 0.0,
+        "{what}: kernel share {k}"
+    );
+    let m = b.machine_busy.expect("machine load measured");
+    assert!(
+        (0.0..=1.0).contains(&m) && m > 0.0,
+        "{what}: machine busy {m}"
+    );
+}
+
 fn check_bulk(what: &str, b: Bulk) {
     eprintln!("{what}: {:.3} Gbit/s, {b:?}", b.gbps());
     assert!(b.bytes > 0, "{what}: no bytes delivered: {b:?}");
@@ -57,6 +74,26 @@ fn tunstack_bulk_both_directions_and_mtus() {
             assert!(cpu > 0.0 && cpu.is_finite(), "CPU s/GB {cpu}");
         }
     }
+}
+
+#[test]
+fn cpu_split_and_machine_load_over_a_transfer_of_half_a_second() {
+    if !netns::require_root("cpu_split_and_machine_load_over_a_transfer_of_half_a_second") {
+        return;
+    }
+    let _heap = heap_shared();
+    let mut p = params(1500, Dir::StackToKernel, 0);
+    p.min_time = Duration::from_millis(500);
+    let b = ts::bulk(p).expect("tunstack bulk transfer");
+    assert!(b.secs >= 0.45, "the floor held the transfer open: {b:?}");
+    check_cpu_split("tunstack MTU 1500 stack→kernel", b);
+    let b = ts::bulk_in_loop(p).expect("tunstack in-loop bulk transfer");
+    check_cpu_split("tunstack in-loop MTU 1500 stack→kernel", b);
+    #[cfg(feature = "smoltcp-bench")]
+    check_cpu_split(
+        "smoltcp MTU 1500 stack→kernel",
+        bench::smol::bulk(p).expect("smoltcp bulk transfer"),
+    );
 }
 
 #[test]
