@@ -97,6 +97,20 @@ fn cpu_split_and_machine_load_over_a_transfer_of_half_a_second() {
 }
 
 #[test]
+fn kernel_sockets_run_cubic_from_before_they_connect() {
+    if !netns::require_root("kernel_sockets_run_cubic_from_before_they_connect") {
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let addr = match l.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        a => panic!("{a}"),
+    };
+    let s = bench::env::kernel_connect_cc(addr, Duration::from_secs(5)).expect("connect");
+    assert_eq!(bench::env::kernel_cc_of(&s).unwrap(), bench::env::KERNEL_CC);
+}
+
+#[test]
 fn tunstack_bulk_under_injected_loss() {
     if !netns::require_root("tunstack_bulk_under_injected_loss") {
         return;

@@ -5,7 +5,9 @@
 //! Everything here acts only inside network namespaces the benchmark made.
 
 use crate::netns;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io::{self, Write};
+use std::net::{SocketAddrV4, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -16,29 +18,37 @@ use std::time::Duration;
 /// not take as congestion, to a different algorithm).
 pub const KERNEL_CC: &str = "cubic";
 
-/// Make `sock` (a kernel TCP socket of the benchmark's) use [`KERNEL_CC`]
-/// (`TCP_CONGESTION`; root may pick any algorithm the kernel has, while a
-/// namespace's default may only be one of the host's allowed ones).
-pub fn pin_kernel_cc(sock: &impl std::os::fd::AsRawFd) -> io::Result<()> {
-    let name = KERNEL_CC.as_bytes();
-    // SAFETY: the option value points at `name` for the length given.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
+/// A kernel TCP connection to `addr` (the benchmark's kernel sender or
+/// receiver) that runs [`KERNEL_CC`] from its first segment on.
+///
+/// `TCP_CONGESTION` is set before `connect` (root may pick any algorithm
+/// the kernel has, while a namespace's default may only be one of the
+/// host's allowed ones). Set after it, as until 2026-12-06, the
+/// connection had already been set up under the namespace's default, BBR
+/// here, whose initialisation turns on the kernel's internal pacing
+/// (`sk_pacing_status`); switching to CUBIC does not turn it off, so the
+/// kernel sent paced, from hrtimer softirqs (`tcp_pace_kick`, 8% of the
+/// smoltcp thread's samples receiving at MTU 1500), as no CUBIC socket on
+/// a host without the fq qdisc does.
+pub fn kernel_connect_cc(addr: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_tcp_congestion(KERNEL_CC.as_bytes()).map_err(|e| {
+        io::Error::new(
             e.kind(),
             format!("cannot set the kernel socket's congestion control to {KERNEL_CC}: {e}"),
-        ));
-    }
-    Ok(())
+        )
+    })?;
+    s.connect_timeout(&addr.into(), timeout)
+        .map_err(|e| io::Error::new(e.kind(), format!("kernel connect to {addr}: {e}")))?;
+    Ok(s.into())
+}
+
+/// The congestion control algorithm `sock` runs (`TCP_CONGESTION`).
+pub fn kernel_cc_of(sock: &TcpStream) -> io::Result<String> {
+    let name = SockRef::from(sock).tcp_congestion()?;
+    Ok(String::from_utf8_lossy(&name)
+        .trim_end_matches('\0')
+        .to_string())
 }
 
 /// The host's default congestion control (for the table's header).

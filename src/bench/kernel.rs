@@ -5,7 +5,7 @@ use super::common::*;
 use super::env;
 use crate::netns;
 use std::io;
-use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -107,11 +107,7 @@ pub fn veth_bulk(p: VethParams) -> io::Result<Bulk> {
         ready_rx
             .recv()
             .map_err(|_| io::Error::other("namespace B thread died"))??;
-        let k = TcpStream::connect_timeout(
-            &SocketAddrV4::new(ADDR_B, PORT).into(),
-            Duration::from_secs(10),
-        )?;
-        env::pin_kernel_cc(&k)?;
+        let k = env::kernel_connect_cc(SocketAddrV4::new(ADDR_B, PORT), Duration::from_secs(10))?;
         k.set_write_timeout(Some(TICK))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();

@@ -18,7 +18,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use std::io;
-use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream as KernelStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -245,11 +245,8 @@ pub fn bulk(p: BulkParams) -> io::Result<Bulk> {
             ready_rx
                 .recv()
                 .map_err(|_| io::Error::other("smoltcp thread died"))??;
-            let mut k = KernelStream::connect_timeout(
-                &SocketAddrV4::new(STACK, PORT).into(),
-                Duration::from_secs(10),
-            )?;
-            env::pin_kernel_cc(&k)?;
+            let mut k =
+                env::kernel_connect_cc(SocketAddrV4::new(STACK, PORT), Duration::from_secs(10))?;
             k.set_read_timeout(Some(TICK))?;
             k.set_write_timeout(Some(TICK))?;
             match p.dir {

@@ -63,9 +63,7 @@ fn stack_addr(up: &Up, port: u16) -> SocketAddrV4 {
 }
 
 fn kernel_connect(addr: SocketAddrV4) -> io::Result<KernelStream> {
-    let s = KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT)
-        .map_err(|e| io::Error::new(e.kind(), format!("kernel connect to {addr}: {e}")))?;
-    env::pin_kernel_cc(&s)?;
+    let s = env::kernel_connect_cc(addr, CONNECT_TIMEOUT)?;
     s.set_read_timeout(Some(TICK))?;
     s.set_write_timeout(Some(TICK))?;
     Ok(s)
