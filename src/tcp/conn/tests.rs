@@ -184,6 +184,14 @@ fn established() -> (Tcb, Instant) {
     established_with(&cfg())
 }
 
+/// Established, with a 40 ms delayed-ACK timer (`cfg` ACKs every segment).
+fn established_delayed_ack() -> (Tcb, Instant) {
+    established_with(&TcpConfig {
+        delayed_ack: Some(ms(40)),
+        ..cfg()
+    })
+}
+
 /// Established, with `n` bytes sent in segments and not yet acknowledged.
 fn sent(n: usize) -> (Tcb, Instant, Vec<Seg>) {
     let (mut tcb, now) = established_with(&TcpConfig {
@@ -822,11 +830,7 @@ fn rfc9293_in_order_data_is_delivered_and_acked() {
 
 #[test]
 fn rfc9293_out_of_order_data_is_acked_at_once_and_reassembled() {
-    let c = TcpConfig {
-        delayed_ack: Some(ms(40)),
-        ..cfg()
-    };
-    let (mut tcb, now) = established_with(&c);
+    let (mut tcb, now) = established_delayed_ack();
     let data = pattern(3000, 0);
     tcb.process(now, &peer_data(1000, 0, &data[1000..2000]));
     assert_eq!(
@@ -873,11 +877,7 @@ fn rfc2018_sack_blocks_report_out_of_order_data() {
 
 #[test]
 fn rfc9293_delayed_ack_timer_and_every_second_segment() {
-    let c = TcpConfig {
-        delayed_ack: Some(ms(40)),
-        ..cfg()
-    };
-    let (mut tcb, now) = established_with(&c);
+    let (mut tcb, now) = established_delayed_ack();
     let data = pattern(2000, 0);
     tcb.process(now, &peer_data(0, 0, &data[..1000]));
     recv_nothing(&mut tcb, now);
@@ -903,11 +903,7 @@ fn nth_seg(data: &[u8], i: usize) -> TcpRepr<'_> {
 
 #[test]
 fn linux_quick_ack_after_out_of_order_data_skips_the_delayed_ack() {
-    let c = TcpConfig {
-        delayed_ack: Some(ms(40)),
-        ..cfg()
-    };
-    let (mut tcb, mut now) = established_with(&c);
+    let (mut tcb, mut now) = established_delayed_ack();
     let data = pattern(40 * MSS, 3);
     // Segment 0 is lost: segment 1 draws a duplicate ACK at once.
     tcb.process(now, &nth_seg(&data, 1));
@@ -937,11 +933,7 @@ fn linux_quick_ack_after_out_of_order_data_skips_the_delayed_ack() {
 
 #[test]
 fn linux_quick_ack_after_a_retransmission_of_data_already_received() {
-    let c = TcpConfig {
-        delayed_ack: Some(ms(40)),
-        ..cfg()
-    };
-    let (mut tcb, mut now) = established_with(&c);
+    let (mut tcb, mut now) = established_delayed_ack();
     let data = pattern(4 * MSS, 5);
     // One segment, in order: its ACK is delayed.
     tcb.process(now, &nth_seg(&data, 0));
