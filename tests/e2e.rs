@@ -72,11 +72,20 @@ fn kernel_sends_100mb_to_the_stack_sink() {
             hash_reader(&mut s).unwrap()
         });
         let mut k = kernel_connect(9000);
+        let before = up.net.runtime_stats();
         let sent = Stream::new(1, 100 * MB).write_all(&mut k).unwrap();
         k.shutdown(Shutdown::Write).unwrap();
         let (len, got) = sink.join().unwrap();
         assert_eq!(len, 100 * MB);
         assert_eq!(got, sent, "bytes differ");
+        // The stack's ACKs went out through the writer thread.
+        let after = up.net.runtime_stats();
+        let handed = after.writer_packets - before.writer_packets;
+        eprintln!("100 MB in: {handed} packets written by the writer thread; {after:?}");
+        assert!(
+            handed >= 100 * MB / 1448 / 100,
+            "only {handed} ACKs handed to the writer thread"
+        );
         // The discard service takes the same volume without complaint.
         let mut k = kernel_connect(tunstack::services::DISCARD_PORT);
         Stream::new(2, 10 * MB).write_all(&mut k).unwrap();
@@ -486,6 +495,10 @@ fn a_write_while_the_loop_sleeps_is_sent_by_the_writing_thread() {
         let after = up.net.runtime_stats();
         let direct = after.direct_sends - before.direct_sends;
         let wakes = after.waker_writes - before.waker_writes;
+        // Replies carry data: written at once, not handed to the writer
+        // thread (whose wake-up would delay them).
+        let handed = after.writer_packets - before.writer_packets;
+        assert!(handed < ROUNDS / 10, "{handed} packets handed over");
         eprintln!("{ROUNDS} round trips: {direct} writes sent by their thread, {wakes} loop wakes");
         // Each write finds the loop asleep unless the host delays it; the
         // loop wakes only for what comes in.

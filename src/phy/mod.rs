@@ -84,6 +84,23 @@ pub trait Device {
     fn rx_checksum_trusted(&self) -> bool {
         false
     }
+
+    /// A second sender for this device, to write from another thread while
+    /// this one goes on receiving ([`TxHalf`]); `None` (the default) where
+    /// the device's sends share state with its receives (a trace file, a
+    /// fault injector's send-side faults) or it has no such handle.
+    fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
+        None
+    }
+}
+
+/// The transmit side of a device, split off with [`Device::split_tx`]:
+/// sends exactly as [`Device::send`] does, from a thread of its own. A TUN
+/// device takes concurrent reads and writes on one file description, so
+/// the runtime's writer thread can send while the event loop reads.
+pub trait TxHalf: Send {
+    /// As [`Device::send`].
+    fn send(&mut self, packet: &[u8]) -> io::Result<bool>;
 }
 
 /// Device capabilities the stack asks for (see [`Device::capabilities`]).
@@ -143,6 +160,9 @@ impl<D: Device + ?Sized> Device for &mut D {
     fn rx_checksum_trusted(&self) -> bool {
         (**self).rx_checksum_trusted()
     }
+    fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
+        (**self).split_tx()
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -185,5 +205,8 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn rx_checksum_trusted(&self) -> bool {
         (**self).rx_checksum_trusted()
+    }
+    fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
+        (**self).split_tx()
     }
 }

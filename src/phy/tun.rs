@@ -13,7 +13,7 @@
 //! says so once in the log, and reports why ([`TunDevice::offload_refused`]).
 
 use super::vnet::{self, OffloadStats, VnetHdr};
-use super::{Capabilities, Device};
+use super::{Capabilities, Device, TxHalf};
 use crate::time::Instant;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -318,43 +318,90 @@ impl TunDevice {
         let Some(off) = self.offload.as_ref() else {
             unreachable!("send_vnet without offload state")
         };
-        // Our driver (the stack) fills TCP checksum fields with the
-        // pseudo-header sum only (`Capabilities::tx_checksum_partial`).
-        let plan = vnet::tx_plan(packet, self.mtu, true).unwrap_or(vnet::TxPlan {
-            hdr: VnetHdr::default(),
-            csum_patch: None,
-        });
-        let hdr = plan.hdr.to_bytes();
-        let n = match plan.csum_patch {
-            // The checksum field goes out as the pseudo-header sum, without
-            // touching the caller's packet: header, up to the field, the
-            // field, the rest.
-            Some((at, value)) if at + 2 <= packet.len() => {
-                let iov = [
-                    iovec(&hdr),
-                    iovec(&packet[..at]),
-                    iovec(&value),
-                    iovec(&packet[at + 2..]),
-                ];
-                // SAFETY: the iovecs point at buffers alive for the call; the
-                // kernel only reads them.
-                unsafe { libc::writev(file.as_raw_fd(), iov.as_ptr(), 4) }
-            }
-            _ => {
-                let iov = [iovec(&hdr), iovec(packet)];
-                // SAFETY: as above.
-                unsafe { libc::writev(file.as_raw_fd(), iov.as_ptr(), 2) }
-            }
+        write_vnet(file.as_raw_fd(), self.mtu, &off.stats, packet)
+    }
+}
+
+/// Write one packet behind a virtio-net header that asks the kernel to
+/// segment and checksum it where it must.
+fn write_vnet(fd: RawFd, mtu: usize, stats: &OffloadStats, packet: &[u8]) -> io::Result<()> {
+    // Our driver (the stack) fills TCP checksum fields with the
+    // pseudo-header sum only (`Capabilities::tx_checksum_partial`).
+    let plan = vnet::tx_plan(packet, mtu, true).unwrap_or(vnet::TxPlan {
+        hdr: VnetHdr::default(),
+        csum_patch: None,
+    });
+    let hdr = plan.hdr.to_bytes();
+    let n = match plan.csum_patch {
+        // The checksum field goes out as the pseudo-header sum, without
+        // touching the caller's packet: header, up to the field, the
+        // field, the rest.
+        Some((at, value)) if at + 2 <= packet.len() => {
+            let iov = [
+                iovec(&hdr),
+                iovec(&packet[..at]),
+                iovec(&value),
+                iovec(&packet[at + 2..]),
+            ];
+            // SAFETY: the iovecs point at buffers alive for the call; the
+            // kernel only reads them.
+            unsafe { libc::writev(fd, iov.as_ptr(), 4) }
+        }
+        _ => {
+            let iov = [iovec(&hdr), iovec(packet)];
+            // SAFETY: as above.
+            unsafe { libc::writev(fd, iov.as_ptr(), 2) }
+        }
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    OffloadStats::add(&stats.tx_packets, 1);
+    if plan.hdr.gso_type != vnet::GSO_NONE {
+        OffloadStats::add(&stats.tx_gso, 1);
+        OffloadStats::add(&stats.tx_gso_bytes, packet.len() as u64);
+    }
+    Ok(())
+}
+
+/// Write one plain IP packet.
+fn write_plain(fd: RawFd, packet: &[u8]) -> io::Result<()> {
+    // SAFETY: the kernel reads at most packet.len() bytes of our slice.
+    let n = unsafe { libc::write(fd, packet.as_ptr().cast(), packet.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The TUN device's transmit side on a duplicate of its descriptor (one
+/// open file, so one device queue), for the runtime's writer thread
+/// ([`Device::split_tx`]).
+struct TunTx {
+    file: File,
+    mtu: usize,
+    /// Offload mode: the counters shared with the device.
+    offload: Option<Arc<OffloadStats>>,
+}
+
+impl TxHalf for TunTx {
+    fn send(&mut self, packet: &[u8]) -> io::Result<bool> {
+        let fd = self.file.as_raw_fd();
+        let r = match &self.offload {
+            None => write_plain(fd, packet),
+            Some(stats) => write_vnet(fd, self.mtu, stats, packet),
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        OffloadStats::add(&off.stats.tx_packets, 1);
-        if plan.hdr.gso_type != vnet::GSO_NONE {
-            OffloadStats::add(&off.stats.tx_gso, 1);
-            OffloadStats::add(&off.stats.tx_gso_bytes, packet.len() as u64);
-        }
-        Ok(())
+        sent_or_dropped(r)
+    }
+}
+
+/// A full device queue (or no buffer memory) loses the packet, as a full
+/// NIC ring does: `Ok(false)`, and TCP recovers.
+fn sent_or_dropped(r: io::Result<()>) -> io::Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if is_transient(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -397,11 +444,26 @@ impl Device for TunDevice {
             Handle::Plain(i) => i.send(packet).map(|_| ()),
             Handle::Vnet { .. } => self.send_vnet(packet),
         };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) if is_transient(&e) => Ok(false),
-            Err(e) => Err(e),
+        sent_or_dropped(r)
+    }
+
+    fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
+        // SAFETY: dup takes no pointers; a new descriptor or -1.
+        let fd = unsafe { libc::fcntl(self.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            log::warn!(
+                "TUN: cannot duplicate the descriptor for a writer thread: {}",
+                io::Error::last_os_error()
+            );
+            return None;
         }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Some(Box::new(TunTx {
+            file,
+            mtu: self.mtu,
+            offload: self.offload_stats(),
+        }))
     }
 
     fn mtu(&self) -> usize {

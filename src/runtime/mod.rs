@@ -17,6 +17,7 @@
 //! so packets reach the device in the order the stack made them.
 
 mod socket;
+mod writer;
 
 pub use socket::{TcpListener, TcpStream, UdpSocket};
 
@@ -35,6 +36,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use writer::Writer;
 
 const DEVICE: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -124,6 +126,12 @@ pub struct RuntimeStats {
     /// Returns from a blocked thread's wait (signalled or timed out) that
     /// the wait then re-checked.
     pub thread_wakeups: u64,
+    /// Output handed to the writer thread (pure ACKs; see `writer`), in
+    /// submissions and packets, and the thread's wake-ups from sleep. All
+    /// zero on a device that cannot split off its transmit side.
+    pub writer_batches: u64,
+    pub writer_packets: u64,
+    pub writer_wakeups: u64,
 }
 
 /// State shared between the event loop and the handles.
@@ -131,7 +139,8 @@ pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
     /// The device, shared by the loop (reads, writes) and threads that send
     /// while the loop sleeps. Lock order: `inner`, then `tx_queue`, then
-    /// `device`; whoever holds `device` takes no other lock.
+    /// `device`; whoever holds `device` takes no other lock than the
+    /// writer thread's hand-off (see `writer`), which takes none.
     device: Mutex<Box<dyn Device + Send>>,
     /// Output of a sending thread's stack poll ([`Shared::kick`]).
     tx_queue: Mutex<QueueDevice>,
@@ -144,6 +153,9 @@ pub(crate) struct Shared {
     stopped: AtomicBool,
     counters: Counters,
     pub(crate) clock: Clock,
+    /// The writer thread's hand-off, if the device split off a transmit
+    /// side ([`Device::split_tx`]).
+    writer: Option<Arc<Writer>>,
 }
 
 pub(crate) struct Inner {
@@ -250,17 +262,31 @@ impl Shared {
             c.direct_packets
                 .fetch_add(q.tx.len() as u64, Ordering::Relaxed);
         }
-        while let Some(pkt) = q.tx.pop_front() {
-            if let Err(e) = dev.send(now, &pkt) {
-                log::warn!("device write failed: {e}");
-            }
-            q.recycle_tx(pkt);
-        }
+        self.flush(&mut q, &mut **dev, now);
         need_loop |= dev.poll_at().is_some();
         drop(dev);
         drop(q);
         if need_loop {
             self.wake();
+        }
+    }
+
+    /// Send a pass's output, `q.tx`: through the writer thread or on this
+    /// thread (see `writer`). The caller holds the device lock.
+    fn flush(&self, q: &mut QueueDevice, dev: &mut (dyn Device + Send), now: Instant) {
+        let mut send = |pkt: &[u8]| {
+            if let Err(e) = dev.send(now, pkt) {
+                log::warn!("device write failed: {e}");
+            }
+        };
+        match &self.writer {
+            Some(w) => w.submit(q, send),
+            None => {
+                while let Some(pkt) = q.tx.pop_front() {
+                    send(&pkt);
+                    q.recycle_tx(pkt);
+                }
+            }
         }
     }
 
@@ -327,6 +353,8 @@ impl<T: Device + AsRawFd + Send + 'static> RuntimeDevice for T {}
 pub struct Net {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<io::Result<()>>>,
+    /// Writes pure ACKs while the loop reads (see `writer`).
+    writer_thread: Option<JoinHandle<()>>,
     addr: Ipv4Addr,
 }
 
@@ -337,7 +365,7 @@ impl Net {
     }
 
     pub fn start_with_rng<D: RuntimeDevice>(
-        device: D,
+        mut device: D,
         mut config: StackConfig,
         rng: Rng,
     ) -> io::Result<Net> {
@@ -352,6 +380,7 @@ impl Net {
         poll.registry()
             .register(&mut SourceFd(&fd), DEVICE, Interest::READABLE)?;
         let mtu = device.mtu();
+        let tx_half = device.split_tx();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 stack: Stack::new(config, rng),
@@ -367,7 +396,16 @@ impl Net {
             stopped: AtomicBool::new(false),
             counters: Counters::default(),
             clock: Clock::new(),
+            writer: tx_half.as_ref().map(|_| Arc::new(Writer::new())),
         });
+        let writer_thread = match (tx_half, shared.writer.clone()) {
+            (Some(tx), Some(w)) => Some(
+                std::thread::Builder::new()
+                    .name("tunstack-tx".into())
+                    .spawn(move || w.run(tx))?,
+            ),
+            _ => None,
+        };
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
             .name("tunstack".into())
@@ -383,6 +421,7 @@ impl Net {
         Ok(Net {
             shared,
             thread: Some(thread),
+            writer_thread,
             addr,
         })
     }
@@ -406,6 +445,9 @@ impl Net {
             direct_sends: get(&c.direct_sends),
             direct_packets: get(&c.direct_packets),
             thread_wakeups: get(&c.thread_wakeups),
+            writer_batches: self.shared.writer.as_ref().map_or(0, |w| get(&w.batches)),
+            writer_packets: self.shared.writer.as_ref().map_or(0, |w| get(&w.packets)),
+            writer_wakeups: self.shared.writer.as_ref().map_or(0, |w| get(&w.wakeups)),
         }
     }
 
@@ -457,6 +499,12 @@ impl Net {
                 .unwrap_or_else(|_| Err(io::Error::other("stack thread panicked"))),
             None => Ok(()),
         };
+        if let (Some(w), Some(t)) = (&self.shared.writer, self.writer_thread.take()) {
+            w.stop();
+            if t.join().is_err() {
+                log::error!("the writer thread panicked");
+            }
+        }
         notify_all(&self.shared);
         r
     }
@@ -614,13 +662,7 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
             cv.notify_all();
         }
         // 3. Write the output, outside the lock.
-        let now = shared.clock.now();
-        while let Some(pkt) = queue.tx.pop_front() {
-            if let Err(e) = device.send(now, &pkt) {
-                log::warn!("device write failed: {e}");
-            }
-            queue.recycle_tx(pkt);
-        }
+        shared.flush(&mut queue, &mut **device, shared.clock.now());
         let device_at = device.poll_at();
         drop(device);
         timeout = if !device_drained || busy {
