@@ -78,7 +78,14 @@ fn kernel_sends_100mb_to_the_stack_sink() {
         let (len, got) = sink.join().unwrap();
         assert_eq!(len, 100 * MB);
         assert_eq!(got, sent, "bytes differ");
-        // The stack's ACKs went out through the writer thread.
+        // The stack's ACKs went out through the writer thread, the second
+        // of the stack's own threads.
+        let mut names: Vec<String> = (up.net.thread_ids().iter())
+            .map(|t| std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).unwrap())
+            .map(|c| c.trim_end().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["tunstack", "tunstack-tx"]);
         let after = up.net.runtime_stats();
         let handed = after.writer_packets - before.writer_packets;
         eprintln!("100 MB in: {handed} packets written by the writer thread; {after:?}");

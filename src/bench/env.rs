@@ -145,39 +145,6 @@ pub fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// Kernel thread ids of this process whose name (comm) is `name`.
-pub fn threads_named(name: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name) {
-            out.push(tid);
-        }
-    }
-    out.sort_unstable();
-    out
-}
-
-/// Kernel thread ids of this process named `name` that live in the calling
-/// thread's network namespace (in a namespace made for one measurement,
-/// those are that measurement's threads only).
-pub fn threads_named_here(name: &str) -> Vec<i32> {
-    let Ok(mine) = std::fs::read_link("/proc/thread-self/ns/net") else {
-        return Vec::new();
-    };
-    threads_named(name)
-        .into_iter()
-        .filter(|t| {
-            std::fs::read_link(format!("/proc/self/task/{t}/ns/net")).is_ok_and(|ns| ns == mine)
-        })
-        .collect()
-}
-
 /// CPU time thread `tid` of this process has used (from schedstat, ns
 /// resolution; falls back to utime+stime ticks from stat).
 pub fn thread_cpu(tid: i32) -> Option<Duration> {
@@ -287,13 +254,12 @@ pub fn machine_busy_since(before: Option<(u64, u64)>) -> Option<f64> {
     Some(b1.saturating_sub(b0) as f64 / dt as f64)
 }
 
-/// The start of a measured span: one thread's CPU (in all, and split
+/// The start of a measured span: some threads' CPU (in all, and split
 /// between user mode and the kernel) and the whole machine's.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CpuMark {
-    tid: Option<i32>,
-    cpu: Option<Duration>,
-    user_sys: Option<UserSys>,
+    /// Each thread with its CPU and user/kernel split at the mark.
+    threads: Vec<(i32, Option<Duration>, Option<UserSys>)>,
     machine: Option<(u64, u64)>,
 }
 
@@ -308,10 +274,15 @@ pub struct CpuUsed {
 impl CpuMark {
     /// Mark thread `tid` of this process (`None`: the machine only).
     pub fn of(tid: Option<i32>) -> CpuMark {
+        CpuMark::of_threads(tid.as_slice())
+    }
+
+    /// Mark these threads of this process together (none: the machine only).
+    pub fn of_threads(tids: &[i32]) -> CpuMark {
         CpuMark {
-            tid,
-            cpu: tid.and_then(thread_cpu),
-            user_sys: tid.and_then(thread_user_sys),
+            threads: (tids.iter())
+                .map(|&t| (t, thread_cpu(t), thread_user_sys(t)))
+                .collect(),
             machine: machine_ticks(),
         }
     }
@@ -321,13 +292,22 @@ impl CpuMark {
         CpuMark::of(Some(gettid()))
     }
 
-    /// What the thread and the machine used since the mark.
+    /// What the threads (summed; unknown if unknown for any) and the
+    /// machine used since the mark.
     pub fn used(&self) -> CpuUsed {
+        let mut cpu = (!self.threads.is_empty()).then_some(Duration::ZERO);
+        let mut user_sys = (!self.threads.is_empty()).then_some(UserSys::default());
+        for &(tid, c, us) in &self.threads {
+            let spent = thread_cpu(tid)
+                .zip(c)
+                .map(|(now, then)| now.saturating_sub(then));
+            cpu = cpu.zip(spent).map(|(a, b)| a + b);
+            let split = UserSys::span(us, thread_user_sys(tid));
+            user_sys = user_sys.zip(split).map(|(a, b)| a.plus(b));
+        }
         CpuUsed {
-            cpu: (self.tid.and_then(thread_cpu))
-                .zip(self.cpu)
-                .map(|(now, then)| now.saturating_sub(then)),
-            user_sys: UserSys::span(self.user_sys, self.tid.and_then(thread_user_sys)),
+            cpu,
+            user_sys,
             machine_busy: machine_busy_since(self.machine),
         }
     }

@@ -69,23 +69,6 @@ fn kernel_connect(addr: SocketAddrV4) -> io::Result<KernelStream> {
     Ok(s)
 }
 
-/// The stack's event-loop thread (named "tunstack" by the runtime) of the
-/// stack in the calling thread's namespace.
-/// A new thread takes its name a moment after it starts: wait up to 1 s.
-fn loop_thread() -> Option<i32> {
-    let until = Instant::now() + Duration::from_secs(1);
-    loop {
-        if let Some(t) = env::threads_named_here("tunstack").into_iter().max() {
-            return Some(t);
-        }
-        if Instant::now() >= until {
-            log::warn!("bench: cannot find the stack's event-loop thread; CPU not measured");
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// Run `f` while a thread samples the stack's first TCP connection every
 /// 500 µs, and log (debug) the means of its congestion window and bytes in
 /// flight and the spread of its SRTT: the figures behind a sending row
@@ -140,7 +123,7 @@ pub fn bulk_offload(p: BulkParams) -> io::Result<Bulk> {
 
 fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
     with_stack_opts(p.mtu, p.loss_percent, offload, move |up| {
-        let loop_tid = loop_thread();
+        let stack_tids = up.net.thread_ids().to_vec();
         let listener = TcpListener::bind(&up.net, PORT)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -165,7 +148,7 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
                 drop(s);
                 Ok((r, used))
             })?;
-        let loop_mark = env::CpuMark::of(loop_tid);
+        let loop_mark = env::CpuMark::of_threads(&stack_tids);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let mut received = None;
         match p.dir {
@@ -246,7 +229,7 @@ fn in_place_sender(
 /// the connection's first pass, receives.
 pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
     with_stack(p.mtu, p.loss_percent, move |up| {
-        let loop_tid = loop_thread();
+        let stack_tids = up.net.thread_ids().to_vec();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, f64)>();
         match p.dir {
             Dir::StackToKernel => services::run_loop_service(&up.net, PORT, 1, in_place_sender)?,
@@ -277,7 +260,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
                 )?
             }
         }
-        let loop_mark = env::CpuMark::of(loop_tid);
+        let loop_mark = env::CpuMark::of_threads(&stack_tids);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let (bytes, secs) = match p.dir {
             Dir::StackToKernel => receive_for(&mut k, p.volume, p.min_time, p.max_time)?,
@@ -508,7 +491,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
         let listener = TcpListener::bind_with_backlog(&up.net, PORT, 4096)?;
         let addr = stack_addr(up, PORT);
-        let loop_tid = loop_thread();
+        let stack_tids = up.net.thread_ids().to_vec();
         // Warm up allocator and tables first.
         let warm: Vec<KernelStream> = (0..16)
             .map(|_| KernelStream::connect_timeout(&addr.into(), CONNECT_TIMEOUT))
@@ -551,7 +534,7 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         let stop = Arc::new(AtomicBool::new(false));
         let server = spawn_echo64_server(rate_listener, stop.clone());
         let raddr = stack_addr(up, rate_port);
-        let loop_mark = env::CpuMark::of(loop_tid);
+        let loop_mark = env::CpuMark::of_threads(&stack_tids);
         let start = Instant::now();
         let (made, result) = echo64_clients(raddr, u64::MAX, rate_time);
         let secs = start.elapsed().as_secs_f64();

@@ -355,6 +355,7 @@ pub struct Net {
     thread: Option<JoinHandle<io::Result<()>>>,
     /// Writes pure ACKs while the loop reads (see `writer`).
     writer_thread: Option<JoinHandle<()>>,
+    thread_ids: Vec<i32>,
     addr: Ipv4Addr,
 }
 
@@ -398,18 +399,31 @@ impl Net {
             clock: Clock::new(),
             writer: tx_half.as_ref().map(|_| Arc::new(Writer::new())),
         });
+        // Each thread reports its kernel thread id as it starts.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let writer_thread = match (tx_half, shared.writer.clone()) {
-            (Some(tx), Some(w)) => Some(
-                std::thread::Builder::new()
-                    .name("tunstack-tx".into())
-                    .spawn(move || w.run(tx))?,
-            ),
+            (Some(tx), Some(w)) => {
+                let tid_tx = tid_tx.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("tunstack-tx".into())
+                        .spawn(move || {
+                            // SAFETY: gettid has no preconditions.
+                            let _ = tid_tx.send(unsafe { libc::gettid() });
+                            drop(tid_tx);
+                            w.run(tx)
+                        })?,
+                )
+            }
             _ => None,
         };
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
             .name("tunstack".into())
             .spawn(move || {
+                // SAFETY: as above.
+                let _ = tid_tx.send(unsafe { libc::gettid() });
+                drop(tid_tx);
                 let r = event_loop(&s2, poll);
                 if let Err(e) = &r {
                     log::error!("stack event loop failed: {e}");
@@ -418,12 +432,22 @@ impl Net {
                 notify_all(&s2);
                 r
             })?;
+        let mut thread_ids: Vec<i32> = tid_rx.iter().collect();
+        thread_ids.sort_unstable();
         Ok(Net {
             shared,
             thread: Some(thread),
             writer_thread,
+            thread_ids,
             addr,
         })
+    }
+
+    /// Kernel thread ids of the stack's own threads: the event loop and,
+    /// on a device that split off its transmit side, the writer thread (for
+    /// measuring their CPU, profiling, pinning).
+    pub fn thread_ids(&self) -> &[i32] {
+        &self.thread_ids
     }
 
     /// The stack's IPv4 address.
