@@ -663,13 +663,7 @@ impl Stack {
                     }
                 }
                 if sock.orphaned {
-                    // Nobody will read: discard, as after SHUT_RD.
-                    let mut sink = [0u8; 4096];
-                    while let Ok(n) = sock.tcb.recv(&mut sink) {
-                        if n == 0 {
-                            break;
-                        }
-                    }
+                    discard_received(&mut sock.tcb);
                 }
                 let changed = sock.tcb.state() != before.0;
                 let mut ready = 0;
@@ -1769,6 +1763,17 @@ fn conn_stats(tcb: &Tcb) -> TcpStats {
     s.send_queue = tcb.send_queue();
     s.recv_queue = tcb.recv_queue();
     s
+}
+
+/// Nobody will read an orphaned connection: discard what it received, in
+/// place, as after SHUT_RD.
+#[cold]
+fn discard_received(tcb: &mut Tcb) {
+    while let Ok(n) = tcb.recv_with(|b| b.len()) {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Where `inner` starts inside `outer`, if it is a sub-slice of it.
