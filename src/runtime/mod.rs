@@ -262,7 +262,7 @@ impl Shared {
             c.direct_packets
                 .fetch_add(q.tx.len() as u64, Ordering::Relaxed);
         }
-        self.flush(&mut q, &mut **dev, now);
+        self.flush(&mut q, 0, &mut **dev, now);
         need_loop |= dev.poll_at().is_some();
         drop(dev);
         drop(q);
@@ -273,14 +273,14 @@ impl Shared {
 
     /// Send a pass's output, `q.tx`: through the writer thread or on this
     /// thread (see `writer`). The caller holds the device lock.
-    fn flush(&self, q: &mut QueueDevice, dev: &mut (dyn Device + Send), now: Instant) {
+    fn flush(&self, q: &mut QueueDevice, read: usize, dev: &mut (dyn Device + Send), now: Instant) {
         let mut send = |pkt: &[u8]| {
             if let Err(e) = dev.send(now, pkt) {
                 log::warn!("device write failed: {e}");
             }
         };
         match &self.writer {
-            Some(w) => w.submit(q, send),
+            Some(w) => w.submit(q, read, send),
             None => {
                 while let Some(pkt) = q.tx.pop_front() {
                     send(&pkt);
@@ -618,6 +618,7 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
         // One clock read per batch, not per packet (the TUN ignores it).
         let now = shared.clock.now();
         let mut device = lock_device(shared);
+        let mut read = 0;
         for i in 0..batch {
             // Straight into a queue buffer where the device can; else
             // through `rx_buf` and a copy.
@@ -634,7 +635,10 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
                 }
             };
             match r {
-                Ok(Some(_)) => queue.push_rx(b, device.rx_checksum_trusted()),
+                Ok(Some(_)) => {
+                    queue.push_rx(b, device.rx_checksum_trusted());
+                    read += 1;
+                }
                 Ok(None) => {
                     queue.recycle(b);
                     break;
@@ -686,7 +690,7 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
             cv.notify_all();
         }
         // 3. Write the output, outside the lock.
-        shared.flush(&mut queue, &mut **device, shared.clock.now());
+        shared.flush(&mut queue, read, &mut **device, shared.clock.now());
         let device_at = device.poll_at();
         drop(device);
         timeout = if !device_drained || busy {
