@@ -148,7 +148,7 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
                 drop(s);
                 Ok((r, used))
             })?;
-        let loop_mark = env::CpuMark::of_threads(&stack_tids);
+        let stack_mark = env::CpuMark::of_threads(&stack_tids);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let mut received = None;
         match p.dir {
@@ -180,7 +180,7 @@ fn bulk_with(p: BulkParams, offload: bool) -> io::Result<Bulk> {
         for (l, r, st) in up.net.tcp_connections() {
             log::debug!("bench: {l} -> {r}: {st:?}");
         }
-        let lp = loop_mark.used();
+        let lp = stack_mark.used();
         drop(k);
         let (app_received, app) = app
             .join()
@@ -260,7 +260,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
                 )?
             }
         }
-        let loop_mark = env::CpuMark::of_threads(&stack_tids);
+        let stack_mark = env::CpuMark::of_threads(&stack_tids);
         let mut k = kernel_connect(stack_addr(up, PORT))?;
         let (bytes, secs) = match p.dir {
             Dir::StackToKernel => receive_for(&mut k, p.volume, p.min_time, p.max_time)?,
@@ -276,7 +276,7 @@ pub fn bulk_in_loop(p: BulkParams) -> io::Result<Bulk> {
                 r.map_err(|_| io::Error::other("the in-loop receiver never finished"))?
             }
         };
-        let lp = loop_mark.used();
+        let lp = stack_mark.used();
         Ok(Bulk {
             bytes,
             secs,
@@ -466,7 +466,8 @@ pub struct Scale {
     pub heap_delta: u64,
     /// New connections made while the idle ones were held.
     pub rate: ConnRate,
-    /// CPU the stack's event-loop thread used during the rate measurement.
+    /// CPU the stack's threads (its event loop and, where there is one, its
+    /// writer thread) used during the rate measurement.
     pub loop_cpu_secs: Option<f64>,
 }
 
@@ -475,7 +476,8 @@ impl Scale {
         self.heap_delta as f64 / self.conns.max(1) as f64
     }
 
-    /// Event-loop CPU microseconds per new connection.
+    /// The stack's CPU microseconds per new connection (its loop's and
+    /// writer's).
     pub fn loop_cpu_us_per_conn(&self) -> Option<f64> {
         self.loop_cpu_secs
             .map(|c| c * 1e6 / self.rate.conns.max(1) as f64)
@@ -534,11 +536,11 @@ pub fn scale(conns: u64, rate_time: Duration) -> io::Result<Scale> {
         let stop = Arc::new(AtomicBool::new(false));
         let server = spawn_echo64_server(rate_listener, stop.clone());
         let raddr = stack_addr(up, rate_port);
-        let loop_mark = env::CpuMark::of_threads(&stack_tids);
+        let stack_mark = env::CpuMark::of_threads(&stack_tids);
         let start = Instant::now();
         let (made, result) = echo64_clients(raddr, u64::MAX, rate_time);
         let secs = start.elapsed().as_secs_f64();
-        let loop_cpu = loop_mark.used().cpu.map(|c| c.as_secs_f64());
+        let loop_cpu = stack_mark.used().cpu.map(|c| c.as_secs_f64());
         stop.store(true, Ordering::Relaxed);
         let _ = server.join();
         result?;

@@ -441,7 +441,7 @@ impl Device for TunDevice {
 
     fn send(&mut self, _now: Instant, packet: &[u8]) -> io::Result<bool> {
         let r = match &self.handle {
-            Handle::Plain(i) => i.send(packet).map(|_| ()),
+            Handle::Plain(i) => write_plain(i.as_raw_fd(), packet),
             Handle::Vnet { .. } => self.send_vnet(packet),
         };
         sent_or_dropped(r)

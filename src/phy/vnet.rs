@@ -31,6 +31,8 @@
 //! computed.
 
 use crate::wire::checksum;
+use crate::wire::ipv4::peek_header as ipv4_info;
+use crate::wire::tcp::peek_header_len as tcp_header_len;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`); set with TUNSETVNETHDRSZ.
@@ -119,26 +121,6 @@ impl VnetHdr {
         b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
         b
     }
-}
-
-/// The IPv4 header length and protocol of `p`, if it is an IPv4 packet whose
-/// header fits.
-fn ipv4_info(p: &[u8]) -> Option<(usize, u8)> {
-    let first = *p.first()?;
-    if first >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(first & 0x0f) * 4;
-    if ihl < 20 || p.len() < ihl {
-        return None;
-    }
-    Some((ihl, p[9]))
-}
-
-/// TCP header length of the TCP/IPv4 packet `p` whose IP header is `ihl` long.
-fn tcp_header_len(p: &[u8], ihl: usize) -> Option<usize> {
-    let doff = usize::from(*p.get(ihl + 12)? >> 4) * 4;
-    (doff >= 20 && p.len() >= ihl + doff).then_some(doff)
 }
 
 /// What a received packet's header means for the stack.

@@ -13,6 +13,21 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const OFFSET_MASK: u16 = 0x1fff;
 
+/// The header length and protocol of `p`, if it is an IPv4 packet whose
+/// header fits: a look at the header without [`Ipv4Repr::parse`]'s
+/// validation (for packets of our own making, or before a parse).
+pub fn peek_header(p: &[u8]) -> Option<(usize, u8)> {
+    let first = *p.first()?;
+    if first >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < HEADER_LEN || p.len() < ihl {
+        return None;
+    }
+    Some((ihl, p[9]))
+}
+
 /// The fields the stack needs from an IPv4 header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Repr {

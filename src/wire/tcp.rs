@@ -12,6 +12,14 @@ pub const HEADER_LEN: usize = 20;
 /// Maximum TCP header length (with 40 bytes of options).
 pub const MAX_HEADER_LEN: usize = 60;
 
+/// The TCP header length of the TCP/IPv4 packet `p` whose IP header is
+/// `ihl` long, if it is at least 20 and the header fits (see
+/// [`super::ipv4::peek_header`]).
+pub fn peek_header_len(p: &[u8], ihl: usize) -> Option<usize> {
+    let doff = usize::from(*p.get(ihl + 12)? >> 4) * 4;
+    (doff >= HEADER_LEN && p.len() >= ihl + doff).then_some(doff)
+}
+
 /// Parsed TCP options. Unknown options are skipped (and counted by the caller
 /// if it cares); malformed ones make the whole segment invalid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
