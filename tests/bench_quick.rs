@@ -101,13 +101,18 @@ fn kernel_sockets_run_cubic_from_before_they_connect() {
     if !netns::require_root("kernel_sockets_run_cubic_from_before_they_connect") {
         return;
     }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
-    let addr = match l.local_addr().unwrap() {
-        std::net::SocketAddr::V4(a) => a,
-        a => panic!("{a}"),
-    };
-    let s = bench::env::kernel_connect_cc(addr, Duration::from_secs(5)).expect("connect");
-    assert_eq!(bench::env::kernel_cc_of(&s).unwrap(), bench::env::KERNEL_CC);
+    // On the loopback of a namespace of its own.
+    let cc = netns::in_new_netns(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+        let addr = match l.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            a => panic!("{a}"),
+        };
+        let s = bench::env::kernel_connect_cc(addr, Duration::from_secs(5)).expect("connect");
+        bench::env::kernel_cc_of(&s).unwrap()
+    })
+    .expect("a network namespace");
+    assert_eq!(cc, bench::env::KERNEL_CC);
 }
 
 #[test]
