@@ -162,12 +162,28 @@ fn run_ok(cmd: &mut Command, what: &str) -> io::Result<String> {
 struct Servers {
     run: PathBuf,
     unbound_conf: PathBuf,
+    /// Stops the servers and removes `run` if the bench is interrupted.
+    on_interrupt: Option<super::interrupt::OnInterrupt>,
+}
+
+/// Stop the hierarchy and Unbound, remove their files.
+fn stop_servers(run: &Path) {
+    let _ = Command::new(repo().join("scripts/dns-hierarchy.sh"))
+        .arg("stop")
+        .arg(run)
+        .status();
+    let _ = std::fs::remove_dir_all(run);
 }
 
 impl Servers {
     fn start() -> io::Result<Servers> {
         let run = std::env::temp_dir().join(format!("tunstack-bench-dns-{}", std::process::id()));
         let script = repo().join("scripts/dns-hierarchy.sh");
+        // Registered first: a start cut short leaves daemons too.
+        let on_interrupt = {
+            let run = run.clone();
+            Some(super::interrupt::on_interrupt(move || stop_servers(&run)))
+        };
         run_ok(
             Command::new(&script)
                 .arg("start")
@@ -179,6 +195,7 @@ impl Servers {
         let s = Servers {
             run,
             unbound_conf: conf,
+            on_interrupt,
         };
         std::fs::write(&s.unbound_conf, unbound_conf(&s.run))?;
         run_ok(
@@ -221,11 +238,8 @@ impl Servers {
 
 impl Drop for Servers {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/dns-hierarchy.sh"))
-            .arg("stop")
-            .arg(&self.run)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.run);
+        self.on_interrupt.take();
+        stop_servers(&self.run);
     }
 }
 

@@ -30,6 +30,7 @@
 //! consistency level, asked of the leader and of a follower, one request at a time on a
 //! keep-alive connection (PACELC's latency side: what a weaker level saves when nothing fails).
 
+use super::interrupt::{on_interrupt, OnInterrupt, Pids};
 use crate::kv::server::{self, ClusterSpec};
 use crate::netns;
 use std::fmt::Write as _;
@@ -428,7 +429,12 @@ struct Ours {
     dir: PathBuf,
     spec: ClusterSpec,
     exe: PathBuf,
+    /// Never reaped before drop (a killed node stays a zombie), so their
+    /// pids in `pids` cannot be reused meanwhile.
     children: Vec<Child>,
+    pids: Pids,
+    /// Kills the nodes and removes `dir` if the bench is interrupted.
+    on_interrupt: Option<OnInterrupt>,
 }
 
 impl Ours {
@@ -459,14 +465,25 @@ impl Ours {
             Some(e) => e.clone(),
             None => std::env::current_exe()?,
         };
+        let pids = Pids::default();
+        let on_interrupt = {
+            let (pids, dir) = (pids.clone(), dir.clone());
+            Some(on_interrupt(move || {
+                pids.kill_all();
+                let _ = std::fs::remove_dir_all(&dir);
+            }))
+        };
         let mut c = Ours {
             dir,
             spec,
             exe,
             children: Vec::new(),
+            pids,
+            on_interrupt,
         };
         for id in 1..=NODES {
             let child = server::spawn_node(&c.exe, &c.dir, id)?;
+            c.pids.add(child.id());
             c.children.push(child);
         }
         for n in &c.spec.nodes {
@@ -519,6 +536,7 @@ impl Cluster for Ours {
     }
     fn restart(&mut self, id: u64) -> io::Result<()> {
         let child = server::spawn_node(&self.exe, &self.dir, id)?;
+        self.pids.add(child.id());
         self.children.push(child);
         server::wait_serving(self.spec.node(id).expect("node"), Duration::from_secs(20))
     }
@@ -526,6 +544,8 @@ impl Cluster for Ours {
 
 impl Drop for Ours {
     fn drop(&mut self) {
+        // Unregistered before the children are reaped and their pids freed.
+        self.on_interrupt.take();
         for id in 1..=NODES {
             let _ = server::kill_node(&self.dir, id);
         }
@@ -541,6 +561,10 @@ impl Drop for Ours {
 struct Etcd {
     dir: PathBuf,
     children: Vec<Option<Child>>,
+    /// The members' pids until each is reaped.
+    pids: Pids,
+    /// Kills the members and removes `dir` if the bench is interrupted.
+    on_interrupt: Option<OnInterrupt>,
 }
 
 fn etcd_ip(id: u64) -> Ipv4Addr {
@@ -552,9 +576,19 @@ impl Etcd {
         let dir = std::env::temp_dir().join(format!("tunstack-bench-etcd-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
+        let pids = Pids::default();
+        let on_interrupt = {
+            let (pids, dir) = (pids.clone(), dir.clone());
+            Some(on_interrupt(move || {
+                pids.kill_all();
+                let _ = std::fs::remove_dir_all(&dir);
+            }))
+        };
         let mut e = Etcd {
             dir,
             children: Vec::new(),
+            pids,
+            on_interrupt,
         };
         let ids: Vec<(u64, Ipv4Addr)> = (1..=NODES).map(|i| (i, etcd_ip(i))).collect();
         for (_, ip) in &ids {
@@ -573,6 +607,7 @@ impl Etcd {
         }
         for id in 1..=NODES {
             let c = e.spawn(id)?;
+            e.pids.add(c.id());
             e.children.push(Some(c));
         }
         for id in 1..=NODES {
@@ -670,6 +705,7 @@ impl Cluster for Etcd {
         if let Some(mut c) = self.children[id as usize - 1].take() {
             c.kill()?;
             let _ = c.wait();
+            self.pids.remove(c.id());
         }
         Ok(())
     }
@@ -682,6 +718,7 @@ impl Cluster for Etcd {
     }
     fn restart(&mut self, id: u64) -> io::Result<()> {
         let c = self.spawn(id)?;
+        self.pids.add(c.id());
         self.children[id as usize - 1] = Some(c);
         let a = self.http(id);
         wait_for(
@@ -695,6 +732,7 @@ impl Cluster for Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        self.on_interrupt.take();
         for c in self.children.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();

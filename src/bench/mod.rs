@@ -14,6 +14,7 @@
 pub mod common;
 pub mod dns;
 pub mod env;
+pub mod interrupt;
 pub mod kernel;
 pub mod kv;
 #[cfg(feature = "smoltcp-bench")]
@@ -475,6 +476,7 @@ pub fn cli(quick: bool, json: Option<&std::path::Path>, only: Option<&str>) -> R
                 .into(),
         );
     }
+    interrupt::install().map_err(|e| format!("cannot set up the signal handling thread: {e}"))?;
     let o = if quick {
         BenchOptions::quick()
     } else {
