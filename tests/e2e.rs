@@ -516,3 +516,37 @@ fn a_write_while_the_loop_sleeps_is_sent_by_the_writing_thread() {
         assert!(wakes < ROUNDS, "{wakes} loop wakes for {ROUNDS} writes");
     });
 }
+
+#[test]
+fn deleting_the_tun_interface_stops_the_stack_and_says_why() {
+    with_stack("deleting_the_tun_interface_stops_the_stack", |up| {
+        let listener = TcpListener::bind(&up.net, 9100).unwrap();
+        let mut k = kernel_connect(9100);
+        let (mut s, _) = listener.accept().unwrap();
+        k.write_all(b"x").unwrap();
+        let mut b = [0u8; 16];
+        assert_eq!(s.read(&mut b).unwrap(), 1);
+        assert!(up.net.failure().is_none());
+        // A reader blocked on the stack when its device goes away.
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let reader = std::thread::spawn(move || s.read(&mut b));
+        std::thread::sleep(Duration::from_millis(100));
+        netns::run("ip", &["link", "del", &up.options.tun]).expect("delete the TUN");
+        let t = std::time::Instant::now();
+        let why = loop {
+            if let Some(w) = up.net.failure() {
+                break w;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the stack did not notice its device was deleted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(why.contains("device is gone"), "{why}");
+        // Woken with an error, not left blocked until its timeout.
+        let r = reader.join().unwrap();
+        assert!(r.is_err(), "a read on a stopped stack returned {r:?}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    });
+}

@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     /// the pass that will see it: further wakes need no waker write.
     wake_pending: AtomicBool,
     stopped: AtomicBool,
+    /// Why the event loop stopped, if it failed ([`Net::failure`]).
+    failure: Mutex<Option<String>>,
     counters: Counters,
     pub(crate) clock: Clock,
     /// The writer thread's hand-off, if the device split off a transmit
@@ -279,7 +281,7 @@ impl Shared {
     fn flush(&self, q: &mut QueueDevice, read: usize, dev: &mut (dyn Device + Send), now: Instant) {
         let mut send = |pkt: &[u8]| {
             if let Err(e) = dev.send(now, pkt) {
-                log::warn!("device write failed: {e}");
+                warn_device_error("write", &e);
             }
         };
         match &self.writer {
@@ -398,6 +400,7 @@ impl Net {
             waker,
             wake_pending: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            failure: Mutex::new(None),
             counters: Counters::default(),
             clock: Clock::new(),
             writer: tx_half.as_ref().map(|_| Arc::new(Writer::new())),
@@ -430,6 +433,7 @@ impl Net {
                 let r = event_loop(&s2, poll);
                 if let Err(e) = &r {
                     log::error!("stack event loop failed: {e}");
+                    *s2.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 }
                 s2.stopped.store(true, Ordering::Release);
                 notify_all(&s2);
@@ -456,6 +460,17 @@ impl Net {
     /// The stack's IPv4 address.
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
+    }
+
+    /// Why the event loop stopped on its own, if it did: its device went
+    /// away (a TUN whose interface was deleted) or failed. Every blocked
+    /// call has then returned an error; the stack serves no more.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn stats(&self) -> StackStats {
@@ -540,6 +555,30 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         let _ = self.stop_inner();
+    }
+}
+
+/// A device error that will not pass: the TUN's interface was deleted
+/// (EBADFD from a TUN file detached from it) or the device vanished.
+fn device_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADFD) | Some(libc::ENODEV) | Some(libc::ENXIO)
+    )
+}
+
+/// Device I/O errors since the process started (every thread's).
+static DEVICE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Log a failed device read or write: the 1st, 2nd, 4th, 8th... of them,
+/// with the count, so a device that fails every packet cannot flood the
+/// log (a failed write loses one packet, which TCP repairs).
+pub(crate) fn warn_device_error(what: &str, e: &io::Error) {
+    let n = DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        log::warn!("device {what} failed: {e} ({n} device errors so far)");
+    } else {
+        log::debug!("device {what} failed: {e}");
     }
 }
 
@@ -654,9 +693,15 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
                     queue.recycle(b);
                     break;
                 }
+                Err(e) if device_gone(&e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("the device is gone ({e}): was its interface deleted?"),
+                    ));
+                }
                 Err(e) => {
                     queue.recycle(b);
-                    log::warn!("device read failed: {e}");
+                    warn_device_error("read", &e);
                     break;
                 }
             }

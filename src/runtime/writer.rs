@@ -146,7 +146,7 @@ impl Writer {
                 // A full device queue drops the packet (`Ok(false)`): TCP
                 // recovers as from any loss.
                 if let Err(e) = tx.send(&p) {
-                    log::warn!("device write failed: {e}");
+                    super::warn_device_error("write", &e);
                 }
                 done.push(p);
             }

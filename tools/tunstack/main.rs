@@ -490,7 +490,7 @@ fn cmd_up(
             ""
         }
     );
-    std::thread::scope(|s| {
+    let failed = std::thread::scope(|s| {
         if let Some(h) = hints {
             let (net, stats, stop) = (&running.net, &dns_stats, &stop);
             s.spawn(move || {
@@ -504,8 +504,20 @@ fn cmd_up(
                 }
             });
         }
-        let _ = rx.recv();
+        // Until Ctrl-C, or until the stack stops on its own (its device
+        // was deleted): then say why and exit non-zero.
+        let failed = loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(why) = running.net.failure() {
+                        break Some(why);
+                    }
+                }
+                _ => break None,
+            }
+        };
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        failed
     });
     if dns {
         let ld = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -523,5 +535,8 @@ fn cmd_up(
         stats.ip.rx_packets, stats.ip.tx_packets, stats.tcp_conns_opened
     );
     drop(running);
-    Ok(())
+    match failed {
+        Some(why) => Err(format!("the stack on {} stopped: {why}", opts.tun)),
+        None => Ok(()),
+    }
 }
