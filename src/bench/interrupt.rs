@@ -65,7 +65,19 @@ impl Pids {
     pub fn remove(&self, pid: u32) {
         self.list().retain(|&p| p != pid);
     }
-    /// SIGKILL every process in the list (the cleanup to register).
+    /// A new list whose processes are killed, and `dir` (their files)
+    /// removed, if the bench is interrupted while the guard lives.
+    pub fn killed_on_interrupt(dir: &std::path::Path) -> (Pids, OnInterrupt) {
+        let pids = Pids::default();
+        let (p, dir) = (pids.clone(), dir.to_path_buf());
+        let guard = on_interrupt(move || {
+            p.kill_all();
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+        (pids, guard)
+    }
+
+    /// SIGKILL every process in the list.
     pub fn kill_all(&self) {
         for &pid in self.list().iter() {
             // SAFETY: a signal to a child of ours, not yet reaped.

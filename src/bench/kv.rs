@@ -30,7 +30,7 @@
 //! consistency level, asked of the leader and of a follower, one request at a time on a
 //! keep-alive connection (PACELC's latency side: what a weaker level saves when nothing fails).
 
-use super::interrupt::{on_interrupt, OnInterrupt, Pids};
+use super::interrupt::{OnInterrupt, Pids};
 use crate::kv::server::{self, ClusterSpec};
 use crate::netns;
 use std::fmt::Write as _;
@@ -465,14 +465,8 @@ impl Ours {
             Some(e) => e.clone(),
             None => std::env::current_exe()?,
         };
-        let pids = Pids::default();
-        let on_interrupt = {
-            let (pids, dir) = (pids.clone(), dir.clone());
-            Some(on_interrupt(move || {
-                pids.kill_all();
-                let _ = std::fs::remove_dir_all(&dir);
-            }))
-        };
+        let (pids, on_interrupt) = Pids::killed_on_interrupt(&dir);
+        let on_interrupt = Some(on_interrupt);
         let mut c = Ours {
             dir,
             spec,
@@ -576,14 +570,8 @@ impl Etcd {
         let dir = std::env::temp_dir().join(format!("tunstack-bench-etcd-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let pids = Pids::default();
-        let on_interrupt = {
-            let (pids, dir) = (pids.clone(), dir.clone());
-            Some(on_interrupt(move || {
-                pids.kill_all();
-                let _ = std::fs::remove_dir_all(&dir);
-            }))
-        };
+        let (pids, on_interrupt) = Pids::killed_on_interrupt(&dir);
+        let on_interrupt = Some(on_interrupt);
         let mut e = Etcd {
             dir,
             children: Vec::new(),
