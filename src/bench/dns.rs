@@ -179,24 +179,24 @@ impl Servers {
     fn start() -> io::Result<Servers> {
         let run = std::env::temp_dir().join(format!("tunstack-bench-dns-{}", std::process::id()));
         let script = repo().join("scripts/dns-hierarchy.sh");
-        // Registered first: a start cut short leaves daemons too.
+        // Made before anything starts, so that a start cut short (an
+        // error, or a signal) stops what it had started too.
         let on_interrupt = {
             let run = run.clone();
             Some(super::interrupt::on_interrupt(move || stop_servers(&run)))
         };
+        let s = Servers {
+            unbound_conf: run.join("unbound-bench.conf"),
+            run,
+            on_interrupt,
+        };
         run_ok(
             Command::new(&script)
                 .arg("start")
-                .arg(&run)
+                .arg(&s.run)
                 .args(["--base", BASE, "--no-unbound"]),
             "scripts/dns-hierarchy.sh start",
         )?;
-        let conf = run.join("unbound-bench.conf");
-        let s = Servers {
-            run,
-            unbound_conf: conf,
-            on_interrupt,
-        };
         std::fs::write(&s.unbound_conf, unbound_conf(&s.run))?;
         run_ok(
             Command::new("unbound").arg("-c").arg(&s.unbound_conf),
