@@ -119,94 +119,56 @@ pub struct Capabilities {
     pub tx_checksum_partial: bool,
 }
 
-impl<D: Device + ?Sized> Device for &mut D {
-    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        (**self).recv(now, buf)
-    }
-    fn recv_vec(
-        &mut self,
-        now: Instant,
-        buf: &mut Vec<u8>,
-        max: usize,
-    ) -> Option<io::Result<Option<usize>>> {
-        (**self).recv_vec(now, buf, max)
-    }
-    fn send_with(
-        &mut self,
-        now: Instant,
-        len: usize,
-        build: &mut dyn FnMut(&mut [u8]),
-    ) -> Option<io::Result<bool>> {
-        (**self).send_with(now, len, build)
-    }
-    fn take_rx(&mut self, now: Instant) -> Option<(Vec<u8>, bool)> {
-        (**self).take_rx(now)
-    }
-    fn recycle_rx(&mut self, buf: Vec<u8>) {
-        (**self).recycle_rx(buf)
-    }
-    fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
-        (**self).send(now, packet)
-    }
-    fn mtu(&self) -> usize {
-        (**self).mtu()
-    }
-    fn poll_at(&self) -> Option<Instant> {
-        (**self).poll_at()
-    }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    fn rx_checksum_trusted(&self) -> bool {
-        (**self).rx_checksum_trusted()
-    }
-    fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
-        (**self).split_tx()
-    }
+/// A device behind a reference or a box is the device: every method
+/// forwards, so a new `Device` method is forwarded in one place.
+macro_rules! forward_device {
+    ($($ty:ty),*) => {$(
+        impl<D: Device + ?Sized> Device for $ty {
+            fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
+                (**self).recv(now, buf)
+            }
+            fn recv_vec(
+                &mut self,
+                now: Instant,
+                buf: &mut Vec<u8>,
+                max: usize,
+            ) -> Option<io::Result<Option<usize>>> {
+                (**self).recv_vec(now, buf, max)
+            }
+            fn send_with(
+                &mut self,
+                now: Instant,
+                len: usize,
+                build: &mut dyn FnMut(&mut [u8]),
+            ) -> Option<io::Result<bool>> {
+                (**self).send_with(now, len, build)
+            }
+            fn take_rx(&mut self, now: Instant) -> Option<(Vec<u8>, bool)> {
+                (**self).take_rx(now)
+            }
+            fn recycle_rx(&mut self, buf: Vec<u8>) {
+                (**self).recycle_rx(buf)
+            }
+            fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
+                (**self).send(now, packet)
+            }
+            fn mtu(&self) -> usize {
+                (**self).mtu()
+            }
+            fn poll_at(&self) -> Option<Instant> {
+                (**self).poll_at()
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            fn rx_checksum_trusted(&self) -> bool {
+                (**self).rx_checksum_trusted()
+            }
+            fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
+                (**self).split_tx()
+            }
+        }
+    )*};
 }
 
-impl<D: Device + ?Sized> Device for Box<D> {
-    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        (**self).recv(now, buf)
-    }
-    fn recv_vec(
-        &mut self,
-        now: Instant,
-        buf: &mut Vec<u8>,
-        max: usize,
-    ) -> Option<io::Result<Option<usize>>> {
-        (**self).recv_vec(now, buf, max)
-    }
-    fn send_with(
-        &mut self,
-        now: Instant,
-        len: usize,
-        build: &mut dyn FnMut(&mut [u8]),
-    ) -> Option<io::Result<bool>> {
-        (**self).send_with(now, len, build)
-    }
-    fn take_rx(&mut self, now: Instant) -> Option<(Vec<u8>, bool)> {
-        (**self).take_rx(now)
-    }
-    fn recycle_rx(&mut self, buf: Vec<u8>) {
-        (**self).recycle_rx(buf)
-    }
-    fn send(&mut self, now: Instant, packet: &[u8]) -> io::Result<bool> {
-        (**self).send(now, packet)
-    }
-    fn mtu(&self) -> usize {
-        (**self).mtu()
-    }
-    fn poll_at(&self) -> Option<Instant> {
-        (**self).poll_at()
-    }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    fn rx_checksum_trusted(&self) -> bool {
-        (**self).rx_checksum_trusted()
-    }
-    fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
-        (**self).split_tx()
-    }
-}
+forward_device!(&mut D, Box<D>);
