@@ -306,3 +306,62 @@ fn kv_section_measures_ours_over_stack_and_kernel_and_etcd() {
         .stack_over_kernel(4)
         .is_some_and(|r| r > 0.0 && r.is_finite()));
 }
+
+/// Ctrl-C in the middle of a run: the bench stops the daemons it started
+/// (NSD, Unbound: they would run on, holding their namespace), removes
+/// their files and exits 130.
+#[test]
+fn an_interrupted_bench_stops_the_servers_it_started() {
+    if !netns::require_root("an_interrupted_bench_stops_the_servers_it_started") {
+        return;
+    }
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tunstack"))
+        .args(["bench", "--quick", "--only", "dns"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tunstack bench");
+    let run = std::env::temp_dir().join(format!("tunstack-bench-dns-{}", child.id()));
+    // Up once Unbound, the last server started, has written its pid.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !run.join("unbound.pid").exists() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the DNS servers never came up in {}",
+            run.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let daemons = |run: &std::path::Path| -> Vec<String> {
+        let needle = run.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter_map(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                cmd.contains(&needle).then_some(cmd)
+            })
+            .collect()
+    };
+    assert!(
+        !daemons(&run).is_empty(),
+        "no daemon names {}",
+        run.display()
+    );
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("wait for the bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("cleanup(s) done"), "{err}");
+    assert!(!run.exists(), "{} is left", run.display());
+    // A stopped daemon may linger as a zombie, whose cmdline is empty.
+    assert_eq!(daemons(&run), Vec::<String>::new());
+}
