@@ -4,8 +4,9 @@
 //! `kill` that ended only the bench left them running, with their files
 //! in the temporary directory. [`install`] catches SIGINT, SIGTERM and
 //! SIGHUP and hands them to a thread of its own, which runs the cleanups
-//! registered with [`on_interrupt`] (newest first) and exits. The normal path does its own cleanup (the
-//! owners' `Drop`) and dropping the [`OnInterrupt`] guard unregisters it.
+//! registered with [`on_interrupt`] (newest first) and exits. The normal
+//! path does its own cleanup (the owners' `Drop`), and dropping the
+//! [`OnInterrupt`] guard unregisters it.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
