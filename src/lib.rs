@@ -5,6 +5,7 @@
 //! be woken. Only [`phy`] (the device) and [`runtime`] (the event loop) touch
 //! the operating system. See `DESIGN.md` and the README for the layer map.
 
+pub mod lend;
 pub mod phy;
 pub mod rng;
 pub mod time;

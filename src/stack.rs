@@ -591,6 +591,25 @@ impl Stack {
             stats.tx_device_drops += 1;
             return;
         }
+        // The payload lent, not copied, where the device takes loans.
+        if let Some(lent) = seg
+            .backing
+            .filter(|_| dev.lend_min().is_some_and(|min| seg.payload.len() >= min))
+            .and_then(|b| b.lend(seg.payload))
+        {
+            let head = &mut tx[..hl + seg.header_len()];
+            seg.emit_header(src, dst, &mut head[hl..], !partial_csum);
+            ip.emit_header(dst, PROTO_TCP, len, &mut head[..hl]);
+            match dev.send_lent(now, head, lent) {
+                Ok(true) => {}
+                Ok(false) => stats.tx_device_drops += 1,
+                Err(e) => {
+                    stats.tx_device_errors += 1;
+                    log::debug!("device send failed: {e}");
+                }
+            }
+            return;
+        }
         let mut build = |buf: &mut [u8]| {
             seg.emit_with(src, dst, &mut buf[hl..hl + len], !partial_csum);
             ip.emit_header(dst, PROTO_TCP, len, &mut buf[..hl]);

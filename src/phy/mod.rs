@@ -11,6 +11,7 @@ pub mod queue;
 pub mod tun;
 pub mod vnet;
 
+pub use crate::lend::Lent;
 use crate::time::Instant;
 use std::io;
 
@@ -48,6 +49,27 @@ pub trait Device {
         _build: &mut dyn FnMut(&mut [u8]),
     ) -> Option<io::Result<bool>> {
         None
+    }
+
+    /// `Some(n)` if [`Device::send_lent`] takes payloads on loan instead of
+    /// copying them, and payloads of at least `n` bytes are worth it: the
+    /// stack then sends such data segments that way ([`crate::lend`]).
+    /// Default: `None`.
+    fn lend_min(&self) -> Option<usize> {
+        None
+    }
+
+    /// Send one packet made of `head` (the IP and TCP headers, the IP
+    /// total length counting the payload) and `payload`, bytes on loan
+    /// from a send buffer: drop the loan once the packet is written (or
+    /// dropped). As [`Device::send`] otherwise. The default copies both
+    /// into one buffer and calls `send`.
+    fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
+        let mut packet = Vec::with_capacity(head.len() + payload.len());
+        packet.extend_from_slice(head);
+        packet.extend_from_slice(payload.bytes());
+        drop(payload);
+        self.send(now, &packet)
     }
 
     /// Hand over the next received packet held in memory, with its
@@ -142,6 +164,12 @@ macro_rules! forward_device {
                 build: &mut dyn FnMut(&mut [u8]),
             ) -> Option<io::Result<bool>> {
                 (**self).send_with(now, len, build)
+            }
+            fn lend_min(&self) -> Option<usize> {
+                (**self).lend_min()
+            }
+            fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
+                (**self).send_lent(now, head, payload)
             }
             fn take_rx(&mut self, now: Instant) -> Option<(Vec<u8>, bool)> {
                 (**self).take_rx(now)

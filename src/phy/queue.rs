@@ -3,15 +3,34 @@
 //! releasing it, so no lock is held across device I/O. Tests use it to feed
 //! the stack hand-made packets.
 
-use super::Device;
+use super::{Device, Lent};
 use crate::time::Instant;
 use std::collections::VecDeque;
 use std::io;
+
+/// The smallest payload a lending queue ([`QueueDevice::lending`]) takes
+/// on loan rather than copied. Measured on 2 cores (TUN, the runtime's
+/// queue), three interleaved pairs, lending against copying: 64 KB
+/// segments sending at MTU 65000 30.5-33.4 against 22.3-25.3 Gbit/s,
+/// through the offload device 38.7-44.1 against 24.7-39.0; but 1448-byte
+/// segments at MTU 1500 2.0-2.2 against 2.2-2.4 (a segment that small,
+/// its checksum still to compute, saves less by skipping the copy than it
+/// pays for the loan and a second iovec per write).
+pub const LEND_MIN: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct QueueDevice {
     pub rx: VecDeque<Vec<u8>>,
     pub tx: VecDeque<Vec<u8>>,
+    /// Payloads on loan ([`Device::send_lent`]), front-aligned with `tx`:
+    /// `tx_lent[i]` follows the headers `tx[i]` (packets pushed straight
+    /// onto `tx` beyond its length have none). Take packets with
+    /// [`QueueDevice::pop_tx`] where loans may be queued.
+    pub tx_lent: VecDeque<Option<Lent>>,
+    /// Take payloads of at least this many bytes on loan
+    /// ([`Device::lend_min`]): set by a driver that writes `tx` out soon
+    /// and drops each loan then (the runtime, every pass).
+    pub lend_min: Option<usize>,
     /// Recycled buffers, so steady state allocates nothing.
     pub spare: Vec<Vec<u8>>,
     /// Recycled transmit buffers, kept at the length of the packet they
@@ -38,6 +57,8 @@ impl QueueDevice {
         QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
+            tx_lent: VecDeque::new(),
+            lend_min: None,
             spare: Vec::new(),
             tx_spare: Vec::new(),
             mtu,
@@ -45,6 +66,17 @@ impl QueueDevice {
             rx_trusted: VecDeque::new(),
             last_trusted: false,
             max_tso_segment: mtu,
+        }
+    }
+
+    /// A queue that takes the payloads of data segments on loan
+    /// ([`Device::lend_min`]), for a driver that writes each pass's `tx`
+    /// out before its next stack poll, with [`QueueDevice::pop_tx`]:
+    /// payloads of [`LEND_MIN`] bytes or more.
+    pub fn lending(mtu: usize) -> QueueDevice {
+        QueueDevice {
+            lend_min: Some(LEND_MIN),
+            ..QueueDevice::new(mtu)
         }
     }
 
@@ -69,6 +101,13 @@ impl QueueDevice {
         if self.spare.len() < 4096 {
             self.spare.push(buf);
         }
+    }
+
+    /// The next packet to send: its bytes, or its headers and the payload
+    /// on loan that follows them.
+    pub fn pop_tx(&mut self) -> Option<(Vec<u8>, Option<Lent>)> {
+        let p = self.tx.pop_front()?;
+        Some((p, self.tx_lent.pop_front().flatten()))
     }
 
     /// Give back a packet taken from `tx` once it is written, as it is.
@@ -121,6 +160,30 @@ impl Device for QueueDevice {
         build(&mut b);
         self.tx.push_back(b);
         Some(Ok(true))
+    }
+
+    fn lend_min(&self) -> Option<usize> {
+        self.lend_min
+    }
+
+    fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
+        if self.lend_min.is_none() {
+            let mut packet = head.to_vec();
+            packet.extend_from_slice(payload.bytes());
+            return self.send(now, &packet);
+        }
+        if self.tx.len() >= self.tx_limit {
+            return Ok(false);
+        }
+        while self.tx_lent.len() < self.tx.len() {
+            self.tx_lent.push_back(None);
+        }
+        let mut b = self.tx_spare.pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(head);
+        self.tx.push_back(b);
+        self.tx_lent.push_back(Some(payload));
+        Ok(true)
     }
 
     fn take_rx(&mut self, _now: Instant) -> Option<(Vec<u8>, bool)> {

@@ -13,7 +13,7 @@
 //! says so once in the log, and reports why ([`TunDevice::offload_refused`]).
 
 use super::vnet::{self, OffloadStats, VnetHdr};
-use super::{Capabilities, Device, TxHalf};
+use super::{Capabilities, Device, Lent, TxHalf};
 use crate::time::Instant;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -311,23 +311,40 @@ impl TunDevice {
         Ok(None)
     }
 
-    fn send_vnet(&mut self, packet: &[u8]) -> io::Result<()> {
+    /// Send `head` and then `tail` as one packet.
+    fn send_parts(&mut self, head: &[u8], tail: &[u8]) -> io::Result<bool> {
+        let r = match &self.handle {
+            Handle::Plain(i) => write_plain(i.as_raw_fd(), head, tail),
+            Handle::Vnet { .. } => self.send_vnet(head, tail),
+        };
+        sent_or_dropped(r)
+    }
+
+    fn send_vnet(&mut self, head: &[u8], tail: &[u8]) -> io::Result<()> {
         let Handle::Vnet { file, .. } = &self.handle else {
             unreachable!("send_vnet on a plain device")
         };
         let Some(off) = self.offload.as_ref() else {
             unreachable!("send_vnet without offload state")
         };
-        write_vnet(file.as_raw_fd(), self.mtu, &off.stats, packet)
+        write_vnet(file.as_raw_fd(), self.mtu, &off.stats, head, tail)
     }
 }
 
-/// Write one packet behind a virtio-net header that asks the kernel to
+/// Write one packet, `head` then `tail` (empty, or a payload sent from
+/// where it lies), behind a virtio-net header that asks the kernel to
 /// segment and checksum it where it must.
-fn write_vnet(fd: RawFd, mtu: usize, stats: &OffloadStats, packet: &[u8]) -> io::Result<()> {
+fn write_vnet(
+    fd: RawFd,
+    mtu: usize,
+    stats: &OffloadStats,
+    head: &[u8],
+    tail: &[u8],
+) -> io::Result<()> {
+    let len = head.len() + tail.len();
     // Our driver (the stack) fills TCP checksum fields with the
     // pseudo-header sum only (`Capabilities::tx_checksum_partial`).
-    let plan = vnet::tx_plan(packet, mtu, true).unwrap_or(vnet::TxPlan {
+    let plan = vnet::tx_plan(head, len, mtu, true).unwrap_or(vnet::TxPlan {
         hdr: VnetHdr::default(),
         csum_patch: None,
     });
@@ -336,21 +353,22 @@ fn write_vnet(fd: RawFd, mtu: usize, stats: &OffloadStats, packet: &[u8]) -> io:
         // The checksum field goes out as the pseudo-header sum, without
         // touching the caller's packet: header, up to the field, the
         // field, the rest.
-        Some((at, value)) if at + 2 <= packet.len() => {
+        Some((at, value)) if at + 2 <= head.len() => {
             let iov = [
                 iovec(&hdr),
-                iovec(&packet[..at]),
+                iovec(&head[..at]),
                 iovec(&value),
-                iovec(&packet[at + 2..]),
+                iovec(&head[at + 2..]),
+                iovec(tail),
             ];
             // SAFETY: the iovecs point at buffers alive for the call; the
             // kernel only reads them.
-            unsafe { libc::writev(fd, iov.as_ptr(), 4) }
+            unsafe { libc::writev(fd, iov.as_ptr(), 5) }
         }
         _ => {
-            let iov = [iovec(&hdr), iovec(packet)];
+            let iov = [iovec(&hdr), iovec(head), iovec(tail)];
             // SAFETY: as above.
-            unsafe { libc::writev(fd, iov.as_ptr(), 2) }
+            unsafe { libc::writev(fd, iov.as_ptr(), 3) }
         }
     };
     if n < 0 {
@@ -359,15 +377,23 @@ fn write_vnet(fd: RawFd, mtu: usize, stats: &OffloadStats, packet: &[u8]) -> io:
     OffloadStats::add(&stats.tx_packets, 1);
     if plan.hdr.gso_type != vnet::GSO_NONE {
         OffloadStats::add(&stats.tx_gso, 1);
-        OffloadStats::add(&stats.tx_gso_bytes, packet.len() as u64);
+        OffloadStats::add(&stats.tx_gso_bytes, len as u64);
     }
     Ok(())
 }
 
-/// Write one plain IP packet.
-fn write_plain(fd: RawFd, packet: &[u8]) -> io::Result<()> {
-    // SAFETY: the kernel reads at most packet.len() bytes of our slice.
-    let n = unsafe { libc::write(fd, packet.as_ptr().cast(), packet.len()) };
+/// Write one plain IP packet, `head` then `tail` (empty, or a payload sent
+/// from where it lies).
+fn write_plain(fd: RawFd, head: &[u8], tail: &[u8]) -> io::Result<()> {
+    let n = if tail.is_empty() {
+        // SAFETY: the kernel reads at most head.len() bytes of our slice.
+        unsafe { libc::write(fd, head.as_ptr().cast(), head.len()) }
+    } else {
+        let iov = [iovec(head), iovec(tail)];
+        // SAFETY: the iovecs point at buffers alive for the call; the
+        // kernel only reads them.
+        unsafe { libc::writev(fd, iov.as_ptr(), 2) }
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -388,8 +414,8 @@ impl TxHalf for TunTx {
     fn send(&mut self, packet: &[u8]) -> io::Result<bool> {
         let fd = self.file.as_raw_fd();
         let r = match &self.offload {
-            None => write_plain(fd, packet),
-            Some(stats) => write_vnet(fd, self.mtu, stats, packet),
+            None => write_plain(fd, packet, &[]),
+            Some(stats) => write_vnet(fd, self.mtu, stats, packet, &[]),
         };
         sent_or_dropped(r)
     }
@@ -440,11 +466,18 @@ impl Device for TunDevice {
     }
 
     fn send(&mut self, _now: Instant, packet: &[u8]) -> io::Result<bool> {
-        let r = match &self.handle {
-            Handle::Plain(i) => write_plain(i.as_raw_fd(), packet),
-            Handle::Vnet { .. } => self.send_vnet(packet),
-        };
-        sent_or_dropped(r)
+        self.send_parts(packet, &[])
+    }
+
+    fn lend_min(&self) -> Option<usize> {
+        // Written before `send_lent` returns; worth it from the same size
+        // as through the runtime's queue.
+        Some(super::queue::LEND_MIN)
+    }
+
+    fn send_lent(&mut self, _now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
+        // Written before this returns: the loan ends here.
+        self.send_parts(head, payload.bytes())
     }
 
     fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {

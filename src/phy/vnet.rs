@@ -199,7 +199,10 @@ pub struct TxPlan {
     pub csum_patch: Option<(usize, [u8; 2])>,
 }
 
-/// The header for sending `packet` on a device whose MTU is `mtu`: a longer
+/// The header for sending a packet of `len` bytes that starts with
+/// `packet` (at least its IP and TCP headers; all of it, or the headers of
+/// one whose payload is written from elsewhere) on a device whose MTU is
+/// `mtu`: a longer
 /// TCP/IPv4 packet as TCPV4 GSO cut at `mtu`. With `partial_csum` the TCP
 /// checksum field of `packet` already holds only the pseudo-header sum
 /// (`Capabilities::tx_checksum_partial`): every TCP/IPv4 packet then goes
@@ -208,19 +211,19 @@ pub struct TxPlan {
 /// header) and a GSO packet's field is patched to the pseudo-header sum.
 /// `None`: longer than the MTU and not TCP/IPv4 (no GSO for it; the caller
 /// sends it plain and lets the kernel take it as one packet).
-pub fn tx_plan(packet: &[u8], mtu: usize, partial_csum: bool) -> Option<TxPlan> {
+pub fn tx_plan(packet: &[u8], len: usize, mtu: usize, partial_csum: bool) -> Option<TxPlan> {
     let plain = TxPlan {
         hdr: VnetHdr::default(),
         csum_patch: None,
     };
-    if packet.len() <= mtu && !partial_csum {
+    if len <= mtu && !partial_csum {
         return Some(plain);
     }
     let tcp = ipv4_info(packet)
         .filter(|&(_, proto)| proto == PROTO_TCP)
         .and_then(|(ihl, _)| Some((ihl, tcp_header_len(packet, ihl)?)));
     let Some((ihl, thl)) = tcp else {
-        return (packet.len() <= mtu).then_some(plain);
+        return (len <= mtu).then_some(plain);
     };
     let headers = ihl + thl;
     let csum = VnetHdr {
@@ -231,7 +234,7 @@ pub fn tx_plan(packet: &[u8], mtu: usize, partial_csum: bool) -> Option<TxPlan> 
         csum_start: u16::try_from(ihl).ok()?,
         csum_offset: TCP_CSUM_OFFSET,
     };
-    if packet.len() <= mtu {
+    if len <= mtu {
         return Some(TxPlan {
             hdr: csum,
             csum_patch: None,
@@ -243,7 +246,7 @@ pub fn tx_plan(packet: &[u8], mtu: usize, partial_csum: bool) -> Option<TxPlan> 
     } else {
         let src = std::net::Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
         let dst = std::net::Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, packet.len() - ihl) as u16;
+        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, len - ihl) as u16;
         Some((ihl + usize::from(TCP_CSUM_OFFSET), pseudo.to_be_bytes()))
     };
     Some(TxPlan {
@@ -565,7 +568,7 @@ mod tests {
     #[test]
     fn small_packets_are_sent_plain() {
         let p = tcp_packet(1460);
-        let plan = tx_plan(&p, 1500, false).unwrap();
+        let plan = tx_plan(&p, p.len(), 1500, false).unwrap();
         assert_eq!(plan.hdr, VnetHdr::default());
         assert_eq!(plan.csum_patch, None);
     }
@@ -573,7 +576,7 @@ mod tests {
     #[test]
     fn large_tcp_is_sent_as_gso_cut_at_the_mtu_with_partial_checksum() {
         let p = tcp_packet(60000);
-        let plan = tx_plan(&p, 1500, false).unwrap();
+        let plan = tx_plan(&p, p.len(), 1500, false).unwrap();
         assert_eq!(plan.hdr.gso_type, GSO_TCPV4);
         assert_eq!(plan.hdr.flags, F_NEEDS_CSUM);
         assert_eq!(plan.hdr.gso_size, 1460);
@@ -593,7 +596,7 @@ mod tests {
     fn gso_size_leaves_room_for_tcp_options() {
         let mut p = tcp_packet(60000);
         p[32] = 8 << 4; // data offset 32: 12 bytes of options
-        let plan = tx_plan(&p, 1500, false).unwrap();
+        let plan = tx_plan(&p, p.len(), 1500, false).unwrap();
         assert_eq!(plan.hdr.gso_size, 1448);
         assert_eq!(plan.hdr.hdr_len, 52);
     }
@@ -610,7 +613,7 @@ mod tests {
             p.len() - 20,
         ) as u16;
         p[36..38].copy_from_slice(&pseudo.to_be_bytes());
-        let plan = tx_plan(&p, 1500, true).unwrap();
+        let plan = tx_plan(&p, p.len(), 1500, true).unwrap();
         assert_eq!(plan.hdr.flags, F_NEEDS_CSUM);
         assert_eq!(plan.hdr.gso_type, GSO_NONE);
         assert_eq!((plan.hdr.csum_start, plan.hdr.csum_offset), (20, 16));
@@ -620,23 +623,26 @@ mod tests {
         complete_checksum(&plan.hdr, &mut q).unwrap();
         assert_eq!(q, full);
         let big = tcp_packet(60000);
-        let plan = tx_plan(&big, 1500, true).unwrap();
+        let plan = tx_plan(&big, big.len(), 1500, true).unwrap();
         assert_eq!((plan.hdr.gso_type, plan.hdr.gso_size), (GSO_TCPV4, 1460));
         assert_eq!(plan.csum_patch, None);
         // Not TCP: plain, or no plan at all beyond the MTU.
         let mut u = tcp_packet(100);
         u[9] = PROTO_UDP;
-        assert_eq!(tx_plan(&u, 1500, true).unwrap().hdr, VnetHdr::default());
+        assert_eq!(
+            tx_plan(&u, u.len(), 1500, true).unwrap().hdr,
+            VnetHdr::default()
+        );
         let mut u = tcp_packet(3000);
         u[9] = PROTO_UDP;
-        assert_eq!(tx_plan(&u, 1500, true), None);
+        assert_eq!(tx_plan(&u, u.len(), 1500, true), None);
     }
 
     #[test]
     fn large_non_tcp_has_no_gso_plan() {
         let mut p = tcp_packet(3000);
         p[9] = PROTO_UDP;
-        assert_eq!(tx_plan(&p, 1500, false), None);
-        assert_eq!(tx_plan(&[0x45; 3], 2, false), None);
+        assert_eq!(tx_plan(&p, p.len(), 1500, false), None);
+        assert_eq!(tx_plan(&[0x45; 3], 3, 2, false), None);
     }
 }

@@ -22,7 +22,7 @@ mod writer;
 pub use socket::{TcpListener, TcpStream, UdpSocket};
 
 use crate::phy::queue::QueueDevice;
-use crate::phy::Device;
+use crate::phy::{Device, Lent};
 use crate::rng::Rng;
 use crate::stack::{SocketHandle, Stack, StackConfig, StackStats};
 use crate::tcp::TcpStats;
@@ -112,6 +112,7 @@ struct Counters {
     direct_sends: AtomicU64,
     direct_packets: AtomicU64,
     thread_wakeups: AtomicU64,
+    lent_writes: AtomicU64,
 }
 
 /// Counters of the runtime's hand-offs: what a message costs beyond the
@@ -135,6 +136,9 @@ pub struct RuntimeStats {
     pub writer_batches: u64,
     pub writer_packets: u64,
     pub writer_wakeups: u64,
+    /// Data segments written with their payload on loan from the send
+    /// buffer ([`crate::lend`]), not copied into a packet buffer first.
+    pub lent_writes: u64,
 }
 
 /// State shared between the event loop and the handles.
@@ -279,16 +283,23 @@ impl Shared {
     /// Send a pass's output, `q.tx`: through the writer thread or on this
     /// thread (see `writer`). The caller holds the device lock.
     fn flush(&self, q: &mut QueueDevice, read: usize, dev: &mut (dyn Device + Send), now: Instant) {
-        let mut send = |pkt: &[u8]| {
-            if let Err(e) = dev.send(now, pkt) {
+        let mut send = |pkt: &[u8], lent: Option<Lent>| {
+            let r = match lent {
+                None => dev.send(now, pkt),
+                Some(payload) => {
+                    self.counters.lent_writes.fetch_add(1, Ordering::Relaxed);
+                    dev.send_lent(now, pkt, payload)
+                }
+            };
+            if let Err(e) = r {
                 warn_device_error("write", &e);
             }
         };
         match &self.writer {
             Some(w) => w.submit(q, read, send),
             None => {
-                while let Some(pkt) = q.tx.pop_front() {
-                    send(&pkt);
+                while let Some((pkt, lent)) = q.pop_tx() {
+                    send(&pkt, lent);
                     q.recycle_tx(pkt);
                 }
             }
@@ -395,7 +406,7 @@ impl Net {
                 loop_deadline: None,
             }),
             device: Mutex::new(Box::new(device)),
-            tx_queue: Mutex::new(QueueDevice::new(mtu)),
+            tx_queue: Mutex::new(QueueDevice::lending(mtu)),
             parked: AtomicBool::new(false),
             waker,
             wake_pending: AtomicBool::new(false),
@@ -490,6 +501,7 @@ impl Net {
             writer_batches: self.shared.writer.as_ref().map_or(0, |w| get(&w.batches)),
             writer_packets: self.shared.writer.as_ref().map_or(0, |w| get(&w.packets)),
             writer_wakeups: self.shared.writer.as_ref().map_or(0, |w| get(&w.wakeups)),
+            lent_writes: get(&c.lent_writes),
         }
     }
 
@@ -599,7 +611,7 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
         (d.mtu(), d.capabilities())
     };
     let mut events = Events::with_capacity(16);
-    let mut queue = QueueDevice::new(mtu);
+    let mut queue = QueueDevice::lending(mtu);
     let mut woken: Vec<SocketHandle> = Vec::new();
     let mut woken_ready: Vec<u8> = Vec::new();
     let mut to_notify: Vec<Arc<Condvar>> = Vec::new();

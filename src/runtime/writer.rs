@@ -27,7 +27,7 @@
 //! everything otherwise.
 
 use super::QueueDevice;
-use crate::phy::TxHalf;
+use crate::phy::{Lent, TxHalf};
 use crate::wire::ipv4::{self, PROTO_TCP};
 use crate::wire::tcp;
 use std::collections::VecDeque;
@@ -89,7 +89,12 @@ impl Writer {
     /// are but the pass was light and the thread asleep (see the module
     /// docs). The caller holds the device lock. Written buffers come back
     /// into `q`'s pool.
-    pub(crate) fn submit(&self, q: &mut QueueDevice, read: usize, mut inline: impl FnMut(&[u8])) {
+    pub(crate) fn submit(
+        &self,
+        q: &mut QueueDevice,
+        read: usize,
+        mut inline: impl FnMut(&[u8], Option<Lent>),
+    ) {
         if q.tx.is_empty() {
             return;
         }
@@ -103,15 +108,22 @@ impl Writer {
             // and only submitters (serialised by the device lock, which we
             // hold) give it more.
             drop(s);
-            while let Some(p) = q.tx.pop_front() {
-                inline(&p);
+            while let Some((p, lent)) = q.pop_tx() {
+                inline(&p, lent);
                 q.recycle_tx(p);
             }
             return;
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.packets.fetch_add(q.tx.len() as u64, Ordering::Relaxed);
-        s.queue.extend(q.tx.drain(..));
+        // Loans end with the pass that made them (see `crate::lend`): a
+        // payload handed over is copied in behind its headers.
+        while let Some((mut p, lent)) = q.pop_tx() {
+            if let Some(payload) = lent {
+                p.extend_from_slice(payload.bytes());
+            }
+            s.queue.push_back(p);
+        }
         let wake = s.parked;
         drop(s);
         if wake {
@@ -265,7 +277,7 @@ mod tests {
                 expect.push(tag);
                 tag += 1;
             }
-            w.submit(&mut q, BUSY_PASS, |_| {
+            w.submit(&mut q, BUSY_PASS, |_, _| {
                 panic!("pure ACKs of a busy pass are never written inline")
             });
             if round % 4 == 0 {
@@ -278,7 +290,7 @@ mod tests {
             expect.push(tag);
             tag += 1;
             let l = log.clone();
-            w.submit(&mut q, 0, |p| l.lock().unwrap().push(('i', p[4])));
+            w.submit(&mut q, 0, |p, _| l.lock().unwrap().push(('i', p[4])));
             assert!(q.tx.is_empty());
         }
         w.stop();
@@ -297,7 +309,7 @@ mod tests {
         // submission, beside that submission's own inline packet.
         let mut q2 = QueueDevice::new(1500);
         q2.tx.push_back(segment(ACK, 1));
-        w.submit(&mut q2, 0, |_| {});
+        w.submit(&mut q2, 0, |_, _| {});
         assert!(q2.tx_spare.len() >= 2, "{} buffers back", q2.tx_spare.len());
     }
 }

@@ -24,7 +24,7 @@ pub use link::{LinkConfig, LinkStats};
 pub use seeds::{for_each_seed, nth_seed, parse_seed, seed_count, seed_from_env};
 
 use crate::phy::pcap::PcapWriter;
-use crate::phy::Device;
+use crate::phy::{Device, Lent};
 use crate::rng::Rng;
 use crate::stack::{Stack, StackConfig};
 use crate::time::{Duration, Instant};
@@ -53,6 +53,11 @@ const LIVELOCK_POLLS: u32 = 100_000;
 pub struct Endpoint {
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
+    /// Payloads on loan ([`Device::send_lent`]), with the index in `tx` of
+    /// the headers they follow: joined to them, and the loans ended, when
+    /// the simulator routes the poll's output, as the runtime writes a
+    /// pass's output after the stack lock is released.
+    tx_lent: Vec<(usize, Lent)>,
     mtu: usize,
     spare: Vec<Vec<u8>>,
 }
@@ -80,8 +85,30 @@ impl Device for Endpoint {
         Ok(true)
     }
 
+    /// Every payload on loan, so that every simulated transfer exercises
+    /// the lending path (the runtime lends only large ones).
+    fn lend_min(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
+        self.send(now, head)?;
+        self.tx_lent.push((self.tx.len() - 1, payload));
+        Ok(true)
+    }
+
     fn mtu(&self) -> usize {
         self.mtu
+    }
+}
+
+impl Endpoint {
+    /// The packets sent since the last call, each whole (loans ended).
+    fn take_tx(&mut self) -> Vec<Vec<u8>> {
+        for (i, payload) in self.tx_lent.drain(..) {
+            self.tx[i].extend_from_slice(payload.bytes());
+        }
+        std::mem::take(&mut self.tx)
     }
 }
 
@@ -411,6 +438,7 @@ impl Sim {
         let ep = n.dev.endpoint();
         ep.rx.clear();
         ep.tx.clear();
+        ep.tx_lent.clear();
     }
 
     /// Bring a crashed (or running) stack node back with a fresh stack of the same
@@ -600,7 +628,7 @@ impl Sim {
         // A deadline at or before now means "poll again at once"; the next
         // microsecond keeps virtual time moving.
         n.deadline = deadline.map(|d| d.max(now + Duration::from_micros(1)));
-        let mut out = std::mem::take(&mut n.dev.endpoint().tx);
+        let mut out = n.dev.endpoint().take_tx();
         for p in out.drain(..) {
             self.route(id, p);
         }

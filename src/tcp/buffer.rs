@@ -2,28 +2,45 @@
 //!
 //! Send side: the application enqueues at the back; bytes stay until they are
 //! acknowledged (`dequeue_allocated`); `get_allocated(offset, n)` reads
-//! queued-but-unacknowledged bytes for (re)transmission.
+//! queued-but-unacknowledged bytes for (re)transmission, and
+//! [`RingBuffer::get_lendable`] the same bytes with the storage they may be
+//! lent from to a device write ([`crate::lend`]).
 //! Receive side: in-order payload is enqueued at the back; out-of-order payload
 //! is written past the end with `write_unallocated` and later made readable by
 //! `enqueue_unallocated` once the hole before it fills.
 
+use crate::lend::Backing;
+
 #[derive(Debug)]
 pub struct RingBuffer {
-    /// Empty until the first byte is written: an idle connection's two
+    /// `None` until the first byte is written: an idle connection's two
     /// buffers (256 KiB each by default) cost nothing until data moves.
-    storage: Box<[u8]>,
+    storage: Option<Backing>,
     cap: usize,
     read_at: usize,
     len: usize,
+    /// Queued bytes may have been lent since the storage was last known
+    /// unshared ([`RingBuffer::get_lendable`]).
+    lent: bool,
+    /// And since then, queued bytes were freed (acknowledged or cleared),
+    /// so free space may hold bytes a loan still reads: the next write
+    /// first makes sure no loan is alive or moves to a copy
+    /// ([`RingBuffer::writable`]).
+    freed_lent: bool,
+    /// Copies made because a loan was alive when the buffer had to write.
+    unshare_copies: u64,
 }
 
 impl RingBuffer {
     pub fn new(capacity: usize) -> RingBuffer {
         RingBuffer {
-            storage: Box::default(),
+            storage: None,
             cap: capacity,
             read_at: 0,
             len: 0,
+            lent: false,
+            freed_lent: false,
+            unshare_copies: 0,
         }
     }
 
@@ -33,36 +50,87 @@ impl RingBuffer {
 
     /// Bytes of memory the buffer holds now (0 until it is first written).
     pub fn allocated(&self) -> usize {
-        self.storage.len()
+        self.storage.as_ref().map_or(0, Backing::len)
     }
 
-    /// Allocate the storage before the first write.
-    fn materialize(&mut self) {
-        if self.storage.is_empty() && self.cap > 0 {
-            self.storage = vec![0; self.cap].into_boxed_slice();
+    /// Times the buffer copied its storage because a device write still
+    /// read bytes it was about to overwrite (see [`crate::lend`]).
+    pub fn unshare_copies(&self) -> u64 {
+        self.unshare_copies
+    }
+
+    /// The storage, to write into its free space: allocated on the first
+    /// write, and never shared with a loan of bytes that are now free (if
+    /// one is alive, the buffer moves to a copy and the loan keeps the old).
+    fn writable(&mut self) -> Option<&mut Backing> {
+        if self.storage.is_none() {
+            if self.cap == 0 {
+                return None;
+            }
+            self.storage = Some(Backing::zeroed(self.cap));
+        }
+        let s = self.storage.as_mut()?;
+        if self.lent && s.is_unique() {
+            self.lent = false;
+            self.freed_lent = false;
+        } else if self.freed_lent {
+            *s = s.copied();
+            self.unshare_copies += 1;
+            self.lent = false;
+            self.freed_lent = false;
+        }
+        Some(s)
+    }
+
+    /// Queued bytes were freed: if they may be on loan now, remember it
+    /// for the next write ([`RingBuffer::writable`]). Checked now, not at
+    /// that write: by then the same pass may have lent other bytes, and a
+    /// loan then alive says nothing about the freed ones.
+    fn note_freed(&mut self) {
+        if !self.lent {
+            return;
+        }
+        if self.storage.as_mut().is_some_and(Backing::is_unique) {
+            // No loan alive: neither these bytes nor any freed before are.
+            self.lent = false;
+            self.freed_lent = false;
+        } else {
+            self.freed_lent = true;
+        }
+    }
+
+    fn bytes(&self, start: usize, n: usize) -> &[u8] {
+        match &self.storage {
+            Some(s) => s.range(start, n),
+            None => &[],
         }
     }
 
     /// Enlarge to `capacity` bytes (a no-op if not larger), keeping the
     /// queued bytes and anything written past them (`write_unallocated`)
     /// at the same offsets: buffer auto-tuning grows a live connection's
-    /// buffers this way. One copy of the old storage, made linear.
+    /// buffers this way. One copy of the old storage, made linear (a loan
+    /// of the old keeps it until the write is done).
     pub fn grow(&mut self, capacity: usize) {
         let old = self.cap;
         if capacity <= old {
             return;
         }
         self.cap = capacity;
-        if self.storage.is_empty() {
+        let Some(prev) = self.storage.take() else {
             // Never written: nothing to move (read_at is still 0).
             return;
-        }
-        let mut storage = vec![0; capacity].into_boxed_slice();
-        let (front, back) = self.storage.split_at(self.read_at);
-        storage[..back.len()].copy_from_slice(back);
-        storage[back.len()..old].copy_from_slice(front);
-        self.storage = storage;
+        };
+        let mut storage = Backing::zeroed(capacity);
+        let back = prev.range(self.read_at, old - self.read_at);
+        storage.range_mut(0, back.len()).copy_from_slice(back);
+        storage
+            .range_mut(back.len(), self.read_at)
+            .copy_from_slice(prev.range(0, self.read_at));
+        self.storage = Some(storage);
         self.read_at = 0;
+        self.lent = false;
+        self.freed_lent = false;
     }
 
     /// Bytes queued.
@@ -119,6 +187,7 @@ impl RingBuffer {
             return 0;
         }
         self.read_at = (self.read_at + n) % self.capacity();
+        self.note_freed();
         // read_at is never reset when the buffer empties: bytes written past
         // the end by `write_unallocated` must stay where they are.
         self.len -= n;
@@ -127,6 +196,9 @@ impl RingBuffer {
 
     /// Drop all queued bytes (and anything written past the end).
     pub fn clear(&mut self) {
+        if self.len > 0 {
+            self.note_freed();
+        }
         self.read_at = 0;
         self.len = 0;
     }
@@ -141,7 +213,29 @@ impl RingBuffer {
         let cap = self.capacity();
         let start = (self.read_at + offset) % cap;
         let n = max.min(self.len - offset).min(cap - start);
-        &self.storage[start..start + n]
+        self.bytes(start, n)
+    }
+
+    /// [`RingBuffer::get_allocated`], with the storage the bytes may be
+    /// lent from ([`Backing::lend`]) when there are any. The buffer then
+    /// takes care not to overwrite them while a loan is alive.
+    pub fn get_lendable(&mut self, offset: usize, max: usize) -> (&[u8], Option<&Backing>) {
+        if offset >= self.len || max == 0 {
+            return (&[], None);
+        }
+        // Bytes freed under earlier loans that have all ended are no
+        // concern of the loans made from now on.
+        if self.freed_lent && self.storage.as_mut().is_some_and(Backing::is_unique) {
+            self.freed_lent = false;
+        }
+        self.lent = true;
+        let cap = self.capacity();
+        let start = (self.read_at + offset) % cap;
+        let n = max.min(self.len - offset).min(cap - start);
+        match &self.storage {
+            Some(s) => (s.range(start, n), Some(s)),
+            None => (&[], None),
+        }
     }
 
     /// Write `data` at `offset` bytes past the end of the queued data without
@@ -155,13 +249,18 @@ impl RingBuffer {
         if total == 0 {
             return 0;
         }
-        self.materialize();
         let cap = self.capacity();
+        let end = self.read_at + self.len + offset;
+        let Some(storage) = self.writable() else {
+            return 0;
+        };
         let mut written = 0;
         while written < total {
-            let pos = (self.read_at + self.len + offset + written) % cap;
+            let pos = (end + written) % cap;
             let n = (total - written).min(cap - pos);
-            self.storage[pos..pos + n].copy_from_slice(&data[written..written + n]);
+            storage
+                .range_mut(pos, n)
+                .copy_from_slice(&data[written..written + n]);
             written += n;
         }
         total
@@ -177,11 +276,13 @@ impl RingBuffer {
         if free == 0 {
             return 0;
         }
-        self.materialize();
         let cap = self.capacity();
         let pos = (self.read_at + self.len) % cap;
         let run = free.min(cap - pos);
-        let n = f(&mut self.storage[pos..pos + run]).min(run);
+        let Some(storage) = self.writable() else {
+            return 0;
+        };
+        let n = f(storage.range_mut(pos, run)).min(run);
         self.len += n;
         n
     }
@@ -494,5 +595,120 @@ mod tests {
                 assert_eq!(b.is_full(), model.len() == cap, "{ctx}");
             }
         }
+    }
+
+    /// Send-side operations with loans ([`RingBuffer::get_lendable`]) held
+    /// across them, as device writes hold them: a lent byte never changes
+    /// while its loan is alive, whatever is acknowledged, written, grown or
+    /// cleared meanwhile, and the queued bytes always match a model. The
+    /// buffer copies its storage only when bytes were freed while a loan
+    /// was alive.
+    #[test]
+    fn lent_bytes_stay_unchanged_until_the_loan_ends() {
+        use crate::lend::Lent;
+        let mut rng = Rng::new(0x1e_4d);
+        let mut copies = 0;
+        for round in 0..40 {
+            let mut cap = rng.gen_range(1, 64) as usize;
+            let mut b = RingBuffer::new(cap);
+            let mut model: VecDeque<u8> = VecDeque::new();
+            let mut loans: Vec<(Lent, Vec<u8>)> = Vec::new();
+            // Queued bytes were freed while some loan was alive.
+            let mut freed_while_lent = false;
+            for op in 0..2000 {
+                let ctx = format!("round {round} op {op} cap {cap}");
+                let before = b.unshare_copies();
+                let mut wrote = false;
+                match rng.gen_range(0, 12) {
+                    0..=2 => {
+                        let mut data = vec![0u8; rng.gen_range(0, cap as u64 + 3) as usize];
+                        rng.fill(&mut data);
+                        let took = b.enqueue_slice(&data);
+                        model.extend(&data[..took]);
+                        wrote = took > 0;
+                    }
+                    3 => {
+                        let claim = rng.gen_range(0, cap as u64 + 3) as usize;
+                        let mut byte = [0u8; 1];
+                        rng.fill(&mut byte);
+                        // The buffer prepares its free space for `f` even
+                        // if `f` then writes nothing.
+                        wrote = b.window() > 0;
+                        let took = b.enqueue_with(|run| {
+                            let k = claim.min(run.len());
+                            run[..k].fill(byte[0]);
+                            k
+                        });
+                        model.extend(std::iter::repeat_n(byte[0], took));
+                    }
+                    4..=6 => {
+                        // A segment: lend a run of the queued bytes.
+                        let off = rng.gen_range(0, model.len() as u64 + 2) as usize;
+                        let n = rng.gen_range(0, cap as u64 + 2) as usize;
+                        let (bytes, backing) = b.get_lendable(off, n);
+                        if let Some(backing) = backing {
+                            let expect = bytes.to_vec();
+                            let want: Vec<u8> =
+                                model.iter().skip(off).take(expect.len()).copied().collect();
+                            assert_eq!(expect, want, "{ctx}");
+                            assert!(!expect.is_empty(), "{ctx}");
+                            loans.push((backing.lend(bytes).expect("inside"), expect));
+                        } else {
+                            assert!(bytes.is_empty(), "{ctx}");
+                        }
+                    }
+                    7 | 8 => {
+                        // The write is done: a loan ends.
+                        if !loans.is_empty() {
+                            let i = rng.gen_range(0, loans.len() as u64) as usize;
+                            loans.swap_remove(i);
+                        }
+                    }
+                    9 => {
+                        // An acknowledgment.
+                        let n = rng.gen_range(0, model.len() as u64 + 2) as usize;
+                        let dropped = b.dequeue_allocated(n);
+                        model.drain(..dropped);
+                        freed_while_lent |= dropped > 0 && !loans.is_empty();
+                    }
+                    10 => {
+                        if rng.gen_range(0, 10) == 0 {
+                            // A new storage: nothing of it is lent.
+                            cap += rng.gen_range(1, 16) as usize;
+                            b.grow(cap);
+                            freed_while_lent = false;
+                        }
+                    }
+                    _ => {
+                        if rng.gen_range(0, 20) == 0 {
+                            freed_while_lent |= !model.is_empty() && !loans.is_empty();
+                            b.clear();
+                            model.clear();
+                        }
+                    }
+                }
+                if b.unshare_copies() > before {
+                    assert!(
+                        wrote && freed_while_lent,
+                        "{ctx}: a copy nothing called for"
+                    );
+                    freed_while_lent = false;
+                    copies += 1;
+                }
+                if loans.is_empty() && !wrote {
+                    // Every loan ended: bytes freed meanwhile are safe.
+                    freed_while_lent = false;
+                }
+                for (lent, expect) in &loans {
+                    assert_eq!(lent.bytes(), &expect[..], "{ctx}: a lent byte changed");
+                }
+                let queued: Vec<u8> = (0..model.len()).map(|i| b.get_allocated(i, 1)[0]).collect();
+                assert_eq!(queued, model.iter().copied().collect::<Vec<u8>>(), "{ctx}");
+            }
+        }
+        assert!(
+            copies > 0,
+            "the test never had a loan outlive an acknowledgment"
+        );
     }
 }

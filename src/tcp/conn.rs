@@ -1880,11 +1880,7 @@ impl Tcb {
         self.stats.segs_out += 1;
         self.stats.bytes_sent += s.len as u64;
         let data_end = self.snd_buf_seq + self.send_buf.len();
-        let payload = if s.len > 0 {
-            self.send_buf.get_allocated(s.off, s.len)
-        } else {
-            &[]
-        };
+        let (payload, backing) = self.send_buf.get_lendable(s.off, s.len);
         TcpRepr {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
@@ -1897,6 +1893,7 @@ impl Tcb {
             window,
             options,
             payload,
+            backing,
             ..TcpRepr::default()
         }
     }

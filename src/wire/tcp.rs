@@ -57,6 +57,9 @@ pub struct TcpRepr<'a> {
     pub urgent_ptr: u16,
     pub options: TcpOptions,
     pub payload: &'a [u8],
+    /// The storage `payload` lies in, when it may be lent to a device
+    /// write instead of copied ([`crate::lend`]): a send buffer's.
+    pub backing: Option<&'a crate::lend::Backing>,
 }
 
 impl<'a> TcpRepr<'a> {
@@ -129,6 +132,7 @@ impl<'a> TcpRepr<'a> {
             urgent_ptr: be16(18),
             options,
             payload: &segment[header_len..],
+            backing: None,
         })
     }
 
@@ -152,11 +156,57 @@ impl<'a> TcpRepr<'a> {
         let header_len = self.header_len();
         let len = header_len + self.payload.len();
         let buf = &mut buf[..len];
-        buf[0..2].copy_from_slice(&self.src_port.to_be_bytes());
-        buf[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
-        buf[4..8].copy_from_slice(&self.seq.0.to_be_bytes());
-        buf[8..12].copy_from_slice(&self.ack.map_or(0, |a| a.0).to_be_bytes());
-        buf[12] = ((header_len / 4) as u8) << 4;
+        let (head, body) = buf.split_at_mut(header_len);
+        self.write_header(head);
+        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, len);
+        let c = if full_checksum {
+            // One pass over the payload: copied and summed together.
+            let s = checksum::sum(pseudo, head);
+            checksum::finish(checksum::copy_and_sum(s, body, self.payload))
+        } else {
+            body.copy_from_slice(self.payload);
+            pseudo as u16
+        };
+        head[16..18].copy_from_slice(&c.to_be_bytes());
+        len
+    }
+
+    /// The header and options alone, into `buf[..self.header_len()]`, with
+    /// the checksum over them and the payload (summed where it lies, not
+    /// copied), or with `full_checksum` false the pseudo-header sum alone
+    /// (see [`TcpRepr::emit_with`]): for a device that sends the payload
+    /// from where it lies ([`crate::lend`]). Returns the header length.
+    pub fn emit_header(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        buf: &mut [u8],
+        full_checksum: bool,
+    ) -> usize {
+        let header_len = self.header_len();
+        let head = &mut buf[..header_len];
+        self.write_header(head);
+        let len = header_len + self.payload.len();
+        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, len);
+        let c = if full_checksum {
+            let s = checksum::sum(pseudo, head);
+            checksum::finish(checksum::sum(s, self.payload))
+        } else {
+            pseudo as u16
+        };
+        head[16..18].copy_from_slice(&c.to_be_bytes());
+        header_len
+    }
+
+    /// Every header field and option into `head` (`header_len()` long),
+    /// the checksum field zero.
+    fn write_header(&self, head: &mut [u8]) {
+        let header_len = head.len();
+        head[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        head[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        head[4..8].copy_from_slice(&self.seq.0.to_be_bytes());
+        head[8..12].copy_from_slice(&self.ack.map_or(0, |a| a.0).to_be_bytes());
+        head[12] = ((header_len / 4) as u8) << 4;
         let mut flags = 0;
         for (set, bit) in [
             (self.fin, FLAG_FIN),
@@ -172,25 +222,13 @@ impl<'a> TcpRepr<'a> {
                 flags |= bit;
             }
         }
-        buf[13] = flags;
-        buf[14..16].copy_from_slice(&self.window.to_be_bytes());
-        buf[16] = 0;
-        buf[17] = 0;
-        buf[18..20].copy_from_slice(&self.urgent_ptr.to_be_bytes());
-        let written = emit_options(&self.options, &mut buf[HEADER_LEN..header_len]);
+        head[13] = flags;
+        head[14..16].copy_from_slice(&self.window.to_be_bytes());
+        head[16] = 0;
+        head[17] = 0;
+        head[18..20].copy_from_slice(&self.urgent_ptr.to_be_bytes());
+        let written = emit_options(&self.options, &mut head[HEADER_LEN..header_len]);
         debug_assert_eq!(written, header_len - HEADER_LEN);
-        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, len);
-        let (head, body) = buf.split_at_mut(header_len);
-        let c = if full_checksum {
-            // One pass over the payload: copied and summed together.
-            let s = checksum::sum(pseudo, head);
-            checksum::finish(checksum::copy_and_sum(s, body, self.payload))
-        } else {
-            body.copy_from_slice(self.payload);
-            pseudo as u16
-        };
-        buf[16..18].copy_from_slice(&c.to_be_bytes());
-        len
     }
 }
 
