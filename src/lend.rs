@@ -1,5 +1,10 @@
-//! Send-buffer bytes lent to a device write, so a segment's payload goes
-//! from the socket's send buffer to the kernel with no copy in between.
+//! Zero-copy hand-offs between the device and the sockets' buffers.
+//!
+//! Sending: send-buffer bytes lent to a device write, so a segment's
+//! payload goes from the socket's send buffer to the kernel with no copy in
+//! between. Receiving: a large packet's buffer kept by the receive buffer
+//! ([`PacketBuf`]), so the application reads the payload from where the
+//! device wrote it (see [`crate::tcp::buffer::RecvBuffer`]).
 //!
 //! A TCP send buffer ([`crate::tcp::buffer::RingBuffer`]) keeps its bytes
 //! in a [`Backing`]: one allocation behind an `Arc`. When the stack emits a
@@ -170,6 +175,48 @@ impl fmt::Debug for Lent {
         write!(f, "Lent({} bytes)", self.len)
     }
 }
+
+/// A received packet's buffer, shared so that a receive buffer can keep
+/// it and let the application read its payload from it, instead of copying
+/// the payload into its ring ([`crate::tcp::buffer::RecvBuffer`]). The
+/// stack gives buffers back to the device once nothing holds them.
+#[derive(Clone)]
+pub struct PacketBuf(Arc<Vec<u8>>);
+
+impl PacketBuf {
+    pub fn new(packet: Vec<u8>) -> PacketBuf {
+        PacketBuf(Arc::new(packet))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Where `part` starts in this buffer, if it lies inside it.
+    pub fn offset_of(&self, part: &[u8]) -> Option<usize> {
+        let at = (part.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+        (at <= self.0.len() && part.len() <= self.0.len() - at).then_some(at)
+    }
+
+    /// The buffer back, if nothing else holds it.
+    pub fn into_inner(self) -> Option<Vec<u8>> {
+        Arc::try_unwrap(self.0).ok()
+    }
+}
+
+impl fmt::Debug for PacketBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PacketBuf({} bytes)", self.0.len())
+    }
+}
+
+impl PartialEq for PacketBuf {
+    fn eq(&self, other: &PacketBuf) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PacketBuf {}
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@
 //! socket buffers; the next `poll` puts them on the wire.
 
 use crate::ip::{IpDatagram, IpInput, IpStats, Ipv4Config, Ipv4Layer};
+use crate::lend::PacketBuf;
 use crate::phy::Device;
 use crate::rng::Rng;
 use crate::tcp::conn::{reset_for, Tcb};
@@ -70,6 +71,13 @@ pub struct StackConfig {
     /// The device completes TCP checksums ([`crate::phy::Capabilities::tx_checksum_partial`]):
     /// TCP segments go out with only the pseudo-header sum in the field.
     pub tx_checksum_partial: bool,
+    /// Received packets at least this long, from a device that hands its
+    /// buffers over (`Device::take_rx`), are offered to the receiving
+    /// socket to keep ([`PacketBuf`]): an in-order payload is then read by
+    /// the application from the packet, not copied into the socket's ring
+    /// first. Smaller packets are copied (a shared buffer costs an
+    /// allocation, more than a small copy saves). Default [`KEEP_MIN`].
+    pub rx_keep_min: usize,
 }
 
 impl StackConfig {
@@ -94,6 +102,7 @@ impl StackConfig {
             tcp_idle_timeout: None,
             max_tso_segment: 0,
             tx_checksum_partial: false,
+            rx_keep_min: KEEP_MIN,
         }
     }
 }
@@ -211,6 +220,9 @@ pub struct StackStats {
     pub tx_device_drops: u64,
     pub tx_device_errors: u64,
     pub rx_device_errors: u64,
+    /// Received packets a socket kept, its application reading the payload
+    /// from the packet rather than from a copy ([`StackConfig::rx_keep_min`]).
+    pub rx_packets_kept: u64,
 }
 
 struct TcpSocket {
@@ -327,6 +339,11 @@ pub struct Stack {
     events: Vec<SocketHandle>,
     stats: StackStats,
     rx_buf: Vec<u8>,
+    /// The packet being received, when a socket's receive buffer may keep
+    /// it ([`RecvBuffer::keep`](crate::tcp::buffer::RecvBuffer::keep)).
+    rx_packet: Option<PacketBuf>,
+    /// Kept packet buffers the application has read, for the device.
+    rx_spent: Vec<Vec<u8>>,
     tx_buf: Vec<u8>,
     /// The device vouches for the checksum of the packet being processed.
     rx_trusted: bool,
@@ -356,6 +373,18 @@ enum Limit {
     BadCookie = 4,
 }
 const LIMIT_KINDS: usize = 5;
+
+/// The default [`StackConfig::rx_keep_min`]. Measured kernel -> stack
+/// on 2 cores, three interleaved pairs, keeping against copying: at MTU
+/// 65000 0.36 / 0.24 / 0.26 against 0.41 / 0.25 / 0.29 CPU s/GB (22.9 /
+/// 36.9 / 31.3 against 17.2 / 37.0 / 29.0 Gbit/s), through the offload
+/// device 0.19 / 0.19 / 0.21 against 0.24 / 0.20 / 0.24 (46.6 / 47.1 /
+/// 40.9 against 38.0 / 47.1 / 38.7 Gbit/s).
+pub const KEEP_MIN: usize = 4096;
+
+/// Most packet buffers read by applications held for the device between
+/// polls (the device's own pool has a bound of its own).
+const MAX_RX_SPENT: usize = 512;
 
 /// One filed deadline: (when, slot index, slot generation).
 type TimerEntry = (Instant, u32, u32);
@@ -393,6 +422,8 @@ impl Stack {
             events: Vec::new(),
             stats: StackStats::default(),
             rx_buf: vec![0; mtu.max(65535)],
+            rx_packet: None,
+            rx_spent: Vec::new(),
             tx_buf: vec![0; tx_len],
             rx_trusted: false,
             reply_buf: vec![0; 65535],
@@ -428,13 +459,28 @@ impl Stack {
     /// (`None`: nothing scheduled, poll again on input or a user action).
     pub fn poll<D: Device + ?Sized>(&mut self, now: Instant, dev: &mut D) -> Option<Instant> {
         self.now = self.now.max(now);
+        for b in self.rx_spent.drain(..) {
+            dev.recycle_rx(b);
+        }
         let mut rx = std::mem::take(&mut self.rx_buf);
         for _ in 0..self.config.rx_batch {
             // A device that holds packets in memory hands them over whole.
             if let Some((packet, trusted)) = dev.take_rx(now) {
                 self.rx_trusted = trusted;
-                self.receive_packet(now, dev, &packet);
-                dev.recycle_rx(packet);
+                if packet.len() < self.config.rx_keep_min {
+                    self.receive_packet(now, dev, &packet);
+                    dev.recycle_rx(packet);
+                    continue;
+                }
+                // Large: a socket may keep it rather than copy its payload.
+                let p = PacketBuf::new(packet);
+                self.rx_packet = Some(p.clone());
+                self.receive_packet(now, dev, p.bytes());
+                self.rx_packet = None;
+                match p.into_inner() {
+                    Some(b) => dev.recycle_rx(b),
+                    None => self.stats.rx_packets_kept += 1,
+                }
                 continue;
             }
             match dev.recv(now, &mut rx) {
@@ -640,8 +686,13 @@ impl Stack {
     ) {
         // A segment the device vouches for may carry only a partial
         // checksum (vnet header NEEDS_CSUM): the kernel built it.
+        // Taken: `seg` borrows it while `self` is borrowed mutably.
+        let packet = self.rx_packet.take();
         let seg = match TcpRepr::parse(src, dst, segment, !self.rx_trusted) {
-            Ok(seg) => seg,
+            Ok(seg) => TcpRepr {
+                packet: packet.as_ref(),
+                ..seg
+            },
             Err(WireError::BadChecksum) => {
                 self.stats.tcp_rx_bad_checksum += 1;
                 return;
@@ -1562,13 +1613,24 @@ impl Stack {
         recv: impl FnOnce(&mut Tcb) -> Result<usize, TcpError>,
     ) -> Result<usize, TcpError> {
         let now = self.now;
-        let sock = self.tcp(h)?;
+        let room = MAX_RX_SPENT.saturating_sub(self.rx_spent.len());
+        let mut spent = std::mem::take(&mut self.rx_spent);
+        let Ok(sock) = self.tcp(h) else {
+            self.rx_spent = spent;
+            return Err(TcpError::NotConnected);
+        };
         let r = match recv(&mut sock.tcb) {
             Err(TcpError::NotConnected) => Err(sock.limit_error.unwrap_or(TcpError::NotConnected)),
             r => r,
         };
-        if matches!(r, Ok(n) if n > 0) {
+        let read = matches!(r, Ok(n) if n > 0);
+        if read {
             sock.last_active = now;
+        }
+        // Packet buffers read to the end go back to the device next poll.
+        spent.extend(sock.tcb.take_spent_rx().take(room));
+        self.rx_spent = spent;
+        if read {
             // Reading may open the window: let the TCB send an update.
             self.mark(h, 0);
         }

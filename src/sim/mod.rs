@@ -85,6 +85,18 @@ impl Device for Endpoint {
         Ok(true)
     }
 
+    /// Received packets handed over whole, so that a stack may keep them
+    /// (every one: see [`Sim::add_node`]).
+    fn take_rx(&mut self, _now: Instant) -> Option<(Vec<u8>, bool)> {
+        Some((self.rx.pop_front()?, false))
+    }
+
+    fn recycle_rx(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < 1024 {
+            self.spare.push(buf);
+        }
+    }
+
     /// Every payload on loan, so that every simulated transfer exercises
     /// the lending path (the runtime lends only large ones).
     fn lend_min(&self) -> Option<usize> {
@@ -272,7 +284,12 @@ impl Sim {
 
     /// Add a node running a stack with `config` (its RNG forked from the seed).
     /// Panics if another node already has that address (a test bug).
-    pub fn add_node(&mut self, config: StackConfig) -> NodeId {
+    ///
+    /// Every received packet is offered to its socket to keep
+    /// (`rx_keep_min` 1, where the runtime keeps only large ones), so that
+    /// every simulated transfer exercises that path.
+    pub fn add_node(&mut self, mut config: StackConfig) -> NodeId {
+        config.rx_keep_min = 1;
         let id = NodeId(self.nodes.len());
         assert!(
             self.by_addr.insert(config.addr, id).is_none(),

@@ -9,7 +9,8 @@
 //! is written past the end with `write_unallocated` and later made readable by
 //! `enqueue_unallocated` once the hole before it fills.
 
-use crate::lend::Backing;
+use crate::lend::{Backing, PacketBuf};
+use std::collections::VecDeque;
 
 #[derive(Debug)]
 pub struct RingBuffer {
@@ -304,6 +305,150 @@ impl RingBuffer {
     /// (clipped to free space).
     pub fn enqueue_unallocated(&mut self, count: usize) {
         self.len += count.min(self.window());
+    }
+}
+
+/// Most spent packet buffers a receive buffer holds for the stack to give
+/// back to the device ([`RecvBuffer::take_spent`]); beyond, they are freed.
+const MAX_SPENT: usize = 64;
+
+/// The receive side: a [`RingBuffer`], and in front of its bytes the
+/// payloads of received packets kept whole ([`RecvBuffer::keep`]), which
+/// the application reads from where the device wrote them. A segment that
+/// arrives in order while the ring holds nothing (no bytes, nothing out of
+/// order) is kept that way; any other is copied into the ring, behind what
+/// is kept. Kept bytes count against the window as the ring's do.
+#[derive(Debug)]
+pub struct RecvBuffer {
+    ring: RingBuffer,
+    /// Oldest first: (packet, start, end) of the payload not yet read.
+    kept: VecDeque<(PacketBuf, usize, usize)>,
+    /// Bytes in `kept`.
+    kept_len: usize,
+    /// Packet buffers read to the end, for the stack to recycle.
+    spent: Vec<Vec<u8>>,
+}
+
+impl RecvBuffer {
+    pub fn new(capacity: usize) -> RecvBuffer {
+        RecvBuffer {
+            ring: RingBuffer::new(capacity),
+            kept: VecDeque::new(),
+            kept_len: 0,
+            spent: Vec::new(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// Bytes of memory the ring holds (kept packets are the device's).
+    pub fn allocated(&self) -> usize {
+        self.ring.allocated()
+    }
+
+    pub fn grow(&mut self, capacity: usize) {
+        self.ring.grow(capacity);
+    }
+
+    /// Bytes readable.
+    pub fn len(&self) -> usize {
+        self.kept_len + self.ring.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Free space: the window.
+    pub fn window(&self) -> usize {
+        self.ring.window().saturating_sub(self.kept_len)
+    }
+
+    /// Keep `payload`, which lies in `packet`, as the next readable bytes,
+    /// if the ring holds nothing (the caller knows nothing is out of order)
+    /// and it fits the window; false (nothing done) otherwise.
+    pub fn keep(&mut self, packet: &PacketBuf, payload: &[u8]) -> bool {
+        if !self.ring.is_empty() || payload.is_empty() || payload.len() > self.window() {
+            return false;
+        }
+        let Some(at) = packet.offset_of(payload) else {
+            return false;
+        };
+        self.kept
+            .push_back((packet.clone(), at, at + payload.len()));
+        self.kept_len += payload.len();
+        true
+    }
+
+    /// As [`RingBuffer::write_unallocated`], `offset` bytes past the last
+    /// readable byte, clipped to the window.
+    pub fn write_unallocated(&mut self, offset: usize, data: &[u8]) -> usize {
+        let free = self.window();
+        if offset >= free {
+            return 0;
+        }
+        let n = data.len().min(free - offset);
+        self.ring.write_unallocated(offset, &data[..n])
+    }
+
+    /// As [`RingBuffer::enqueue_unallocated`], clipped to the window.
+    pub fn enqueue_unallocated(&mut self, count: usize) {
+        self.ring.enqueue_unallocated(count.min(self.window()));
+    }
+
+    /// Pop up to `buf.len()` readable bytes; returns bytes copied.
+    pub fn dequeue_slice(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() && !self.kept.is_empty() {
+            n += self.dequeue_kept(|run| {
+                let k = run.len().min(buf.len() - n);
+                buf[n..n + k].copy_from_slice(&run[..k]);
+                k
+            });
+        }
+        if n < buf.len() {
+            n += self.ring.dequeue_slice(&mut buf[n..]);
+        }
+        n
+    }
+
+    /// Hand `f` the longest contiguous run of readable bytes at the front
+    /// and drop as many as it says it consumed (see
+    /// [`RingBuffer::dequeue_with`]); `f` is not called when empty.
+    pub fn dequeue_with(&mut self, f: impl FnOnce(&[u8]) -> usize) -> usize {
+        if self.kept.is_empty() {
+            self.ring.dequeue_with(f)
+        } else {
+            self.dequeue_kept(f)
+        }
+    }
+
+    /// `f` on the rest of the oldest kept payload (there is one); a payload
+    /// read to the end frees its packet.
+    fn dequeue_kept(&mut self, f: impl FnOnce(&[u8]) -> usize) -> usize {
+        let Some((packet, at, end)) = self.kept.front_mut() else {
+            return 0;
+        };
+        let n = f(&packet.bytes()[*at..*end]).min(*end - *at);
+        *at += n;
+        self.kept_len -= n;
+        if at == end {
+            let (packet, _, _) = self.kept.pop_front().expect("front exists");
+            if let Some(b) = packet.into_inner() {
+                if self.spent.len() < MAX_SPENT {
+                    self.spent.push(b);
+                }
+            }
+        }
+        n
+    }
+
+    /// Packet buffers read to the end since the last call, for the device
+    /// to reuse ([`crate::phy::Device::recycle_rx`]).
+    pub fn take_spent(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.spent.drain(..)
     }
 }
 
@@ -710,5 +855,97 @@ mod tests {
             copies > 0,
             "the test never had a loan outlive an acknowledgment"
         );
+    }
+
+    /// The receive side against a model: payloads kept as packets
+    /// ([`RecvBuffer::keep`], only when the ring is empty and they fit),
+    /// copied in order, or written out of order and then completed, read
+    /// by copy or in place; the window always counts both, and every kept
+    /// packet read to the end comes back for reuse.
+    #[test]
+    fn kept_packets_and_ring_bytes_read_back_in_order() {
+        let mut rng = Rng::new(0x4ee9);
+        for round in 0..40 {
+            let mut cap = rng.gen_range(1, 200) as usize;
+            let mut b = RecvBuffer::new(cap);
+            let mut model: VecDeque<u8> = VecDeque::new();
+            let (mut kept, mut returned) = (0, 0);
+            for op in 0..2000 {
+                let ctx = format!("round {round} op {op} cap {cap}");
+                let mut data = vec![0u8; rng.gen_range(1, cap as u64 + 20) as usize];
+                rng.fill(&mut data);
+                match rng.gen_range(0, 8) {
+                    0 | 1 => {
+                        // A packet: some header, then the payload.
+                        let hdr = rng.gen_range(0, 60) as usize;
+                        let mut pkt = vec![0xee; hdr];
+                        pkt.extend_from_slice(&data);
+                        let p = PacketBuf::new(pkt);
+                        let fits = b.ring.is_empty() && data.len() <= b.window();
+                        assert_eq!(b.keep(&p, &p.bytes()[hdr..]), fits, "{ctx}");
+                        if fits {
+                            model.extend(&data);
+                            kept += 1;
+                        }
+                        // A payload not in the packet is never kept.
+                        assert!(!b.keep(&p, &data), "{ctx}");
+                    }
+                    2 => {
+                        let free = b.window();
+                        let n = b.write_unallocated(0, &data);
+                        assert_eq!(n, data.len().min(free), "{ctx}");
+                        b.enqueue_unallocated(n);
+                        model.extend(&data[..n]);
+                    }
+                    3 => {
+                        // Out of order, then the hole before it.
+                        let m = rng.gen_range(0, data.len() as u64) as usize;
+                        let w2 = b.write_unallocated(m, &data[m..]);
+                        let w1 = b.write_unallocated(0, &data[..m]);
+                        let n = if w1 == m { m + w2 } else { w1 };
+                        b.enqueue_unallocated(n);
+                        model.extend(&data[..n]);
+                    }
+                    4 | 5 => {
+                        let mut out = vec![0u8; rng.gen_range(0, cap as u64 + 20) as usize];
+                        let n = b.dequeue_slice(&mut out);
+                        assert_eq!(n, out.len().min(model.len()), "{ctx}");
+                        let want: Vec<u8> = model.drain(..n).collect();
+                        assert_eq!(&out[..n], &want[..], "{ctx}");
+                    }
+                    6 => {
+                        let claim = rng.gen_range(0, cap as u64 + 5) as usize;
+                        let mut seen = Vec::new();
+                        let n = b.dequeue_with(|run| {
+                            seen = run.to_vec();
+                            claim
+                        });
+                        assert_eq!(seen.is_empty(), model.is_empty(), "{ctx}");
+                        assert_eq!(n, claim.min(seen.len()), "{ctx}");
+                        let want: Vec<u8> = model.iter().take(seen.len()).copied().collect();
+                        assert_eq!(seen, want, "{ctx}");
+                        model.drain(..n);
+                    }
+                    _ => {
+                        if rng.gen_range(0, 20) == 0 {
+                            cap += rng.gen_range(1, 30) as usize;
+                            b.grow(cap);
+                        }
+                    }
+                }
+                returned += b.take_spent().count();
+                assert_eq!(b.len(), model.len(), "{ctx}");
+                assert_eq!(b.window(), cap - model.len(), "{ctx}");
+                assert!(b.kept.is_empty() || b.kept_len > 0, "{ctx}");
+            }
+            let mut rest = vec![0u8; b.len()];
+            assert_eq!(b.dequeue_slice(&mut rest), rest.len());
+            assert_eq!(rest, model.drain(..).collect::<Vec<u8>>(), "round {round}");
+            returned += b.take_spent().count();
+            assert_eq!(
+                returned, kept,
+                "round {round}: every kept packet comes back"
+            );
+        }
     }
 }

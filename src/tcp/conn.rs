@@ -30,13 +30,14 @@
 //! once the user shut down, sits at `snd_buf_seq + send_buf.len()`.
 
 use super::assembler::Assembler;
-use super::buffer::RingBuffer;
+use super::buffer::{RecvBuffer, RingBuffer};
 use super::cc::hystart::{self, HyStart};
 use super::cc::{self, CongestionControl};
 use super::rtt::RttEstimator;
 use super::sack::{NextSeg, Scoreboard, DUP_THRESH};
 use super::seq::SeqNum;
 use super::{State, TcpConfig, TcpError, TcpStats};
+use crate::lend::PacketBuf;
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::{TcpOptions, TcpRepr};
 use std::net::SocketAddrV4;
@@ -172,7 +173,7 @@ pub struct Tcb {
     rcv_adv: SeqNum,
     /// Shift we apply to our window field (0 unless both sides sent WS).
     rcv_wscale: u8,
-    rcv_buf: RingBuffer,
+    rcv_buf: RecvBuffer,
     assembler: Assembler,
     /// Sequence number of the peer's FIN once seen (possibly out of order).
     rcv_fin: Option<SeqNum>,
@@ -324,7 +325,7 @@ impl Tcb {
             } else {
                 0
             },
-            rcv_buf: RingBuffer::new(config.recv_buffer),
+            rcv_buf: RecvBuffer::new(config.recv_buffer),
             assembler: Assembler::new(MAX_OOO_RANGES),
             rcv_fin: None,
             fin_received: false,
@@ -513,7 +514,7 @@ impl Tcb {
                 self.ack_now = true;
                 // Data or FIN on the SYN-ACK: continue at the sixth step.
                 if !seg.payload.is_empty() || seg.fin {
-                    self.process_data(now, seg.seq + 1, seg.payload, seg.fin);
+                    self.process_data(now, seg.seq + 1, seg.payload, seg.fin, seg.packet);
                 }
             }
             None => {
@@ -689,7 +690,7 @@ impl Tcb {
             State::Established | State::FinWait1 | State::FinWait2
         ) && (!payload.is_empty() || fin)
         {
-            self.process_data(now, seq, payload, fin);
+            self.process_data(now, seq, payload, fin, seg.packet);
         }
     }
 
@@ -1031,7 +1032,16 @@ impl Tcb {
 
     /// Text and FIN (§3.10.7.4 seventh and eighth steps) for an acceptable
     /// segment in ESTABLISHED / FIN-WAIT-1 / FIN-WAIT-2.
-    fn process_data(&mut self, now: Instant, seq: SeqNum, payload: &[u8], fin: bool) {
+    /// `packet`: the received buffer `payload` lies in, if the receive
+    /// buffer may keep it instead of copying ([`RecvBuffer::keep`]).
+    fn process_data(
+        &mut self,
+        now: Instant,
+        seq: SeqNum,
+        payload: &[u8],
+        fin: bool,
+        packet: Option<&PacketBuf>,
+    ) {
         let mut seq = seq;
         let mut payload = payload;
         let mut fin = fin;
@@ -1047,13 +1057,24 @@ impl Tcb {
         }
         let off = seq - self.rcv_nxt;
         if !payload.is_empty() {
-            let written = self.rcv_buf.write_unallocated(off, payload);
+            // In order with nothing out of order: the packet itself may be
+            // kept (no copy); else the payload is copied into the ring.
+            let kept = off == 0
+                && self.assembler.is_empty()
+                && packet.is_some_and(|p| self.rcv_buf.keep(p, payload));
+            let written = if kept {
+                payload.len()
+            } else {
+                self.rcv_buf.write_unallocated(off, payload)
+            };
             if written < payload.len() {
                 fin = false;
             }
             if off == 0 && written > 0 {
                 let had_holes = !self.assembler.is_empty();
-                self.rcv_buf.enqueue_unallocated(written);
+                if !kept {
+                    self.rcv_buf.enqueue_unallocated(written);
+                }
                 self.assembler.advance(written);
                 let extra = self.assembler.remove_front();
                 self.rcv_buf.enqueue_unallocated(extra);
@@ -2246,6 +2267,12 @@ impl Tcb {
     /// The runtime wakes its event loop after a read only when this is set.
     pub fn ack_due(&self) -> bool {
         self.ack_now
+    }
+
+    /// Received packet buffers the application has read to the end, for
+    /// the device to reuse (see [`RecvBuffer::keep`]).
+    pub fn take_spent_rx(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.rcv_buf.take_spent()
     }
 
     /// Bytes received in order and not yet read by the application (ss's Recv-Q).

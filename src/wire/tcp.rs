@@ -60,6 +60,9 @@ pub struct TcpRepr<'a> {
     /// The storage `payload` lies in, when it may be lent to a device
     /// write instead of copied ([`crate::lend`]): a send buffer's.
     pub backing: Option<&'a crate::lend::Backing>,
+    /// The received packet `payload` lies in, when a receive buffer may
+    /// keep it rather than copy the payload out ([`crate::lend::PacketBuf`]).
+    pub packet: Option<&'a crate::lend::PacketBuf>,
 }
 
 impl<'a> TcpRepr<'a> {
@@ -133,6 +136,7 @@ impl<'a> TcpRepr<'a> {
             options,
             payload: &segment[header_len..],
             backing: None,
+            packet: None,
         })
     }
 
