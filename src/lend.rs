@@ -204,6 +204,32 @@ impl PacketBuf {
     }
 }
 
+/// Part of a received packet's payload, taken out of a receive buffer for
+/// the application to copy without holding the stack
+/// ([`crate::tcp::buffer::RecvBuffer::take_kept`]).
+#[derive(Debug)]
+pub struct PacketSlice {
+    packet: PacketBuf,
+    at: usize,
+    end: usize,
+}
+
+impl PacketSlice {
+    pub(crate) fn new(packet: PacketBuf, at: usize, end: usize) -> PacketSlice {
+        assert!(at <= end && end <= packet.bytes().len());
+        PacketSlice { packet, at, end }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.packet.bytes()[self.at..self.end]
+    }
+
+    /// The packet's buffer, if this held the last reference to it.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        self.packet.into_inner()
+    }
+}
+
 impl fmt::Debug for PacketBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PacketBuf({} bytes)", self.0.len())

@@ -1607,6 +1607,19 @@ impl Stack {
         self.tcp_recv_by(h, |tcb| tcb.recv_with(f))
     }
 
+    /// [`Stack::tcp_recv`] of up to `max` bytes held as received packets
+    /// ([`Tcb::recv_kept`]): appended to `out`, for the caller to copy
+    /// without the stack. `Ok(0)`: the next bytes are not held that way
+    /// (or there are none); use `tcp_recv`.
+    pub fn tcp_recv_kept(
+        &mut self,
+        h: SocketHandle,
+        max: usize,
+        out: &mut Vec<crate::lend::PacketSlice>,
+    ) -> Result<usize, TcpError> {
+        self.tcp_recv_by(h, |tcb| Ok(tcb.recv_kept(max, out)))
+    }
+
     fn tcp_recv_by(
         &mut self,
         h: SocketHandle,

@@ -160,6 +160,10 @@ pub(crate) struct Shared {
     stopped: AtomicBool,
     /// Why the event loop stopped, if it failed ([`Net::failure`]).
     failure: Mutex<Option<String>>,
+    /// Received packet buffers that readers copied from outside the stack
+    /// lock ([`Stack::tcp_recv_kept`]) and were the last to hold: the loop
+    /// reads into them again. A leaf lock, held for a push or a drain.
+    rx_returns: Mutex<Vec<Vec<u8>>>,
     counters: Counters,
     pub(crate) clock: Clock,
     /// The writer thread's hand-off, if the device split off a transmit
@@ -306,6 +310,14 @@ impl Shared {
         }
     }
 
+    /// Give the loop back a received packet buffer a reader is done with.
+    pub(crate) fn return_rx_buffer(&self, b: Vec<u8>) {
+        let mut r = self.rx_returns.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() < MAX_RX_RETURNS {
+            r.push(b);
+        }
+    }
+
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
@@ -412,6 +424,7 @@ impl Net {
             wake_pending: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             failure: Mutex::new(None),
+            rx_returns: Mutex::new(Vec::new()),
             counters: Counters::default(),
             clock: Clock::new(),
             writer: tx_half.as_ref().map(|_| Arc::new(Writer::new())),
@@ -570,6 +583,10 @@ impl Drop for Net {
     }
 }
 
+/// Most received packet buffers waiting for the loop to reuse them
+/// ([`Shared::return_rx_buffer`]); beyond, they are freed.
+const MAX_RX_RETURNS: usize = 512;
+
 /// A device error that will not pass: the TUN's interface was deleted
 /// (EBADFD from a TUN file detached from it) or the device vanished.
 fn device_gone(e: &io::Error) -> bool {
@@ -677,6 +694,12 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
         // 1. Read a batch from the device, outside the lock. mio is
         //    edge-triggered: if the batch filled up, come back without sleeping.
         let mut device_drained = true;
+        // Buffers readers are done with, back into the read pool.
+        if let Ok(mut r) = shared.rx_returns.try_lock() {
+            for b in r.drain(..) {
+                queue.recycle(b);
+            }
+        }
         // One clock read per batch, not per packet (the TUN ignores it).
         let now = shared.clock.now();
         let mut device = lock_device(shared);

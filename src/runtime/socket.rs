@@ -286,12 +286,29 @@ impl TcpStream {
         // about where the peer knows it needs no loop pass; the dirty mark
         // `tcp_recv` left is handled on the loop's next pass. This saves a
         // waker write and a loop wake-up per message received.
+        //
+        // Bytes the stack holds as received packets (large segments it
+        // kept rather than copied) are taken out under the lock and copied
+        // after it is released, so the loop is not held up by this copy.
+        let mut taken = Vec::new();
         let (n, wake) =
             self.shared()
                 .wait_for(h, WaitFor::Read, deadline_from(timeout), |stack| {
-                    err_would_block(stack.tcp_recv(h, buf))
-                        .map(|r| r.map(|n| (n, n == 0 || stack.tcp_ack_due(h))))
+                    match stack.tcp_recv_kept(h, buf.len(), &mut taken) {
+                        Ok(n) if n > 0 => Some(Ok(n)),
+                        _ => err_would_block(stack.tcp_recv(h, buf)),
+                    }
+                    .map(|r| r.map(|n| (n, n == 0 || stack.tcp_ack_due(h))))
                 })?;
+        let mut at = 0;
+        for part in taken {
+            let b = part.bytes();
+            buf[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+            if let Some(b) = part.into_buffer() {
+                self.shared().return_rx_buffer(b);
+            }
+        }
         if wake {
             self.shared().kick();
         }

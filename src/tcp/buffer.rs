@@ -9,7 +9,7 @@
 //! is written past the end with `write_unallocated` and later made readable by
 //! `enqueue_unallocated` once the hole before it fills.
 
-use crate::lend::{Backing, PacketBuf};
+use crate::lend::{Backing, PacketBuf, PacketSlice};
 use std::collections::VecDeque;
 
 #[derive(Debug)]
@@ -445,6 +445,31 @@ impl RecvBuffer {
         n
     }
 
+    /// Take up to `max` readable bytes from the front, if they are kept
+    /// packets' (the ring's bytes come after every kept one): whole and
+    /// partial payloads appended to `out`, for the application to copy
+    /// after the stack is released. Returns the bytes taken (0 when the
+    /// front is not kept).
+    pub fn take_kept(&mut self, max: usize, out: &mut Vec<PacketSlice>) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some((packet, at, end)) = self.kept.front_mut() else {
+                break;
+            };
+            let k = (*end - *at).min(max - n);
+            if k == *end - *at {
+                let (packet, at, end) = self.kept.pop_front().expect("front exists");
+                out.push(PacketSlice::new(packet, at, end));
+            } else {
+                out.push(PacketSlice::new(packet.clone(), *at, *at + k));
+                *at += k;
+            }
+            n += k;
+        }
+        self.kept_len -= n;
+        n
+    }
+
     /// Packet buffers read to the end since the last call, for the device
     /// to reuse ([`crate::phy::Device::recycle_rx`]).
     pub fn take_spent(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
@@ -874,7 +899,21 @@ mod tests {
                 let ctx = format!("round {round} op {op} cap {cap}");
                 let mut data = vec![0u8; rng.gen_range(1, cap as u64 + 20) as usize];
                 rng.fill(&mut data);
-                match rng.gen_range(0, 8) {
+                match rng.gen_range(0, 9) {
+                    8 => {
+                        // Taken out to be copied later; only kept bytes.
+                        let max = rng.gen_range(1, cap as u64 + 20) as usize;
+                        let front_kept = b.kept_len;
+                        let mut out = Vec::new();
+                        let n = b.take_kept(max, &mut out);
+                        assert_eq!(n, max.min(front_kept), "{ctx}");
+                        let got: Vec<u8> = out.iter().flat_map(|p| p.bytes().to_vec()).collect();
+                        let want: Vec<u8> = model.drain(..n).collect();
+                        assert_eq!(got, want, "{ctx}");
+                        for p in out {
+                            returned += usize::from(p.into_buffer().is_some());
+                        }
+                    }
                     0 | 1 => {
                         // A packet: some header, then the payload.
                         let hdr = rng.gen_range(0, 60) as usize;

@@ -37,7 +37,7 @@ use super::rtt::RttEstimator;
 use super::sack::{NextSeg, Scoreboard, DUP_THRESH};
 use super::seq::SeqNum;
 use super::{State, TcpConfig, TcpError, TcpStats};
-use crate::lend::PacketBuf;
+use crate::lend::{PacketBuf, PacketSlice};
 use crate::time::{Duration, Instant};
 use crate::wire::tcp::{TcpOptions, TcpRepr};
 use std::net::SocketAddrV4;
@@ -2039,6 +2039,18 @@ impl Tcb {
             return Ok(n);
         }
         self.recv_empty()
+    }
+
+    /// [`Tcb::recv`] of up to `max` bytes that the receive buffer kept as
+    /// packets ([`RecvBuffer::take_kept`]): appended to `out` for the
+    /// caller to copy later. `0` when the next bytes are not kept ones
+    /// (or there are none): use `recv`.
+    pub fn recv_kept(&mut self, max: usize, out: &mut Vec<PacketSlice>) -> usize {
+        let n = self.rcv_buf.take_kept(max, out);
+        if n > 0 {
+            self.consumed(n);
+        }
+        n
     }
 
     /// The application took `n` bytes: count them for auto-tuning and open
