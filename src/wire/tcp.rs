@@ -159,19 +159,8 @@ impl<'a> TcpRepr<'a> {
     ) -> usize {
         let header_len = self.header_len();
         let len = header_len + self.payload.len();
-        let buf = &mut buf[..len];
-        let (head, body) = buf.split_at_mut(header_len);
-        self.write_header(head);
-        let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, len);
-        let c = if full_checksum {
-            // One pass over the payload: copied and summed together.
-            let s = checksum::sum(pseudo, head);
-            checksum::finish(checksum::copy_and_sum(s, body, self.payload))
-        } else {
-            body.copy_from_slice(self.payload);
-            pseudo as u16
-        };
-        head[16..18].copy_from_slice(&c.to_be_bytes());
+        let (head, body) = buf[..len].split_at_mut(header_len);
+        self.emit_parts(src, dst, head, Some(body), full_checksum);
         len
     }
 
@@ -188,18 +177,40 @@ impl<'a> TcpRepr<'a> {
         full_checksum: bool,
     ) -> usize {
         let header_len = self.header_len();
-        let head = &mut buf[..header_len];
+        self.emit_parts(src, dst, &mut buf[..header_len], None, full_checksum);
+        header_len
+    }
+
+    /// The header into `head` and, given `body`, the payload copied into
+    /// it; the checksum as [`TcpRepr::emit_with`] says.
+    fn emit_parts(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        head: &mut [u8],
+        body: Option<&mut [u8]>,
+        full_checksum: bool,
+    ) {
         self.write_header(head);
-        let len = header_len + self.payload.len();
+        let len = head.len() + self.payload.len();
         let pseudo = checksum::pseudo_header(src, dst, PROTO_TCP, len);
-        let c = if full_checksum {
-            let s = checksum::sum(pseudo, head);
-            checksum::finish(checksum::sum(s, self.payload))
-        } else {
-            pseudo as u16
+        let c = match (full_checksum, body) {
+            // One pass over the payload: copied and summed together.
+            (true, Some(body)) => checksum::finish(checksum::copy_and_sum(
+                checksum::sum(pseudo, head),
+                body,
+                self.payload,
+            )),
+            (true, None) => {
+                checksum::finish(checksum::sum(checksum::sum(pseudo, head), self.payload))
+            }
+            (false, Some(body)) => {
+                body.copy_from_slice(self.payload);
+                pseudo as u16
+            }
+            (false, None) => pseudo as u16,
         };
         head[16..18].copy_from_slice(&c.to_be_bytes());
-        header_len
     }
 
     /// Every header field and option into `head` (`header_len()` long),
@@ -430,6 +441,32 @@ mod tests {
         part[16..18].copy_from_slice(&c.to_be_bytes());
         assert_eq!(part, full);
         assert!(TcpRepr::parse(SRC, DST, &full, true).is_ok());
+    }
+
+    /// The header alone, for a payload sent from where it lies, is the
+    /// whole segment's header, checksum included, in both modes and for
+    /// payloads of every parity.
+    #[test]
+    fn header_only_emit_matches_the_whole_segment() {
+        let mut rng = Rng::new(0x6ead);
+        for len in [0usize, 1, 2, 3, 1447, 1448, 4096, 65_001] {
+            let mut payload = vec![0u8; len];
+            rng.fill(&mut payload);
+            let r = TcpRepr {
+                payload: &payload,
+                ack: Some(SeqNum(9)),
+                psh: true,
+                ..syn_repr()
+            };
+            for full in [true, false] {
+                let mut whole = vec![0u8; r.buffer_len()];
+                r.emit_with(SRC, DST, &mut whole, full);
+                let mut head = vec![0u8; r.header_len()];
+                assert_eq!(r.emit_header(SRC, DST, &mut head, full), r.header_len());
+                assert_eq!(head[..], whole[..r.header_len()], "len {len} full {full}");
+                assert_eq!(whole[r.header_len()..], payload[..]);
+            }
+        }
     }
 
     fn emitted(r: &TcpRepr) -> Vec<u8> {
