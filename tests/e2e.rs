@@ -492,6 +492,11 @@ fn a_write_while_the_loop_sleeps_is_sent_by_the_writing_thread() {
         s.set_nodelay(true).unwrap();
         let before = up.net.runtime_stats();
         for i in 0..ROUNDS {
+            // Give the loop time to finish the pass that delivered the
+            // last reply and go to sleep: on a loaded 2-CPU host the next
+            // write otherwise races it there (seen: 40-98 of 300 sent
+            // directly in a third of runs, before and after 2026-12-06).
+            std::thread::sleep(std::time::Duration::from_micros(500));
             let msg = [(i % 256) as u8; 64];
             s.write_all(&msg).unwrap();
             let mut b = [0u8; 64];
@@ -510,7 +515,7 @@ fn a_write_while_the_loop_sleeps_is_sent_by_the_writing_thread() {
         // Each write finds the loop asleep unless the host delays it; the
         // loop wakes only for what comes in.
         assert!(
-            direct >= ROUNDS / 4,
+            direct >= ROUNDS / 2,
             "only {direct} of {ROUNDS} writes sent directly"
         );
         assert!(wakes < ROUNDS, "{wakes} loop wakes for {ROUNDS} writes");
