@@ -21,10 +21,10 @@
 //! is alive. A send buffer only ever writes into its free space, and lent
 //! bytes are queued (unacknowledged) bytes when lent. They can become free
 //! space only through an acknowledgment or a reset; the buffer remembers
-//! that it lent since its storage was last unshared and that such bytes
-//! were freed, and before it next writes it checks that no loan is left
-//! (the `Arc` is unique) or, if one is, moves to a fresh copy of its
-//! storage ([`Backing::is_unique`], used by the ring). The runtime drops
+//! if it freed bytes while a loan of its storage was alive (the `Arc` not
+//! unique, [`Backing::is_unique`]), and then before it next writes it
+//! checks again that no loan is left or, if one is, moves to a fresh copy
+//! of its storage. The runtime drops
 //! every loan at the end of the pass that made it, before its next stack
 //! poll, so in practice the copy happens only when a sending thread's write
 //! and the loop's processing of an acknowledgment race.
@@ -87,10 +87,17 @@ impl Backing {
     }
 
     /// True if no loan of these bytes is alive: the owner may write any of
-    /// them. Synchronises with the dropping of the last loan (as
-    /// `Arc::get_mut` does), so the loan's reads happen before.
-    pub fn is_unique(&mut self) -> bool {
-        Arc::get_mut(&mut self.0).is_some()
+    /// them. One load of the count, no atomic write: loans are made only
+    /// through the owner (`lend` on a `Backing` it lent out), so no other
+    /// thread can raise the count meanwhile; the acquire fence pairs with
+    /// the release decrement of the last loan's drop (as `Arc` does), so
+    /// that loan's reads happen before the owner's next write.
+    pub fn is_unique(&self) -> bool {
+        let unique = Arc::strong_count(&self.0) == 1;
+        if unique {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        }
+        unique
     }
 
     /// Bytes `start..start + n`.
@@ -267,7 +274,7 @@ mod tests {
         assert!(b.lend(b.range(8, 0)).is_some());
         let whole = b.range(0, 8);
         assert!(b.lend(whole).is_some());
-        let mut b2 = b.copied();
+        let b2 = b.copied();
         assert!(b2.is_unique());
         assert_ne!(b, b2);
         assert!(b2.lend(b.range(0, 1)).is_none());

@@ -20,13 +20,10 @@ pub struct RingBuffer {
     cap: usize,
     read_at: usize,
     len: usize,
-    /// Queued bytes may have been lent since the storage was last known
-    /// unshared ([`RingBuffer::get_lendable`]).
-    lent: bool,
-    /// And since then, queued bytes were freed (acknowledged or cleared),
-    /// so free space may hold bytes a loan still reads: the next write
-    /// first makes sure no loan is alive or moves to a copy
-    /// ([`RingBuffer::writable`]).
+    /// Queued bytes were freed (acknowledged or cleared) while a loan of
+    /// the storage was alive ([`RingBuffer::get_lendable`]), so free space
+    /// may hold bytes a loan still reads: the next write first makes sure
+    /// no loan is alive or moves to a copy ([`RingBuffer::writable`]).
     freed_lent: bool,
     /// Copies made because a loan was alive when the buffer had to write.
     unshare_copies: u64,
@@ -39,7 +36,6 @@ impl RingBuffer {
             cap: capacity,
             read_at: 0,
             len: 0,
-            lent: false,
             freed_lent: false,
             unshare_copies: 0,
         }
@@ -71,13 +67,11 @@ impl RingBuffer {
             self.storage = Some(Backing::zeroed(self.cap));
         }
         let s = self.storage.as_mut()?;
-        if self.lent && s.is_unique() {
-            self.lent = false;
-            self.freed_lent = false;
-        } else if self.freed_lent {
-            *s = s.copied();
-            self.unshare_copies += 1;
-            self.lent = false;
+        if self.freed_lent {
+            if !s.is_unique() {
+                *s = s.copied();
+                self.unshare_copies += 1;
+            }
             self.freed_lent = false;
         }
         Some(s)
@@ -88,14 +82,7 @@ impl RingBuffer {
     /// that write: by then the same pass may have lent other bytes, and a
     /// loan then alive says nothing about the freed ones.
     fn note_freed(&mut self) {
-        if !self.lent {
-            return;
-        }
-        if self.storage.as_mut().is_some_and(Backing::is_unique) {
-            // No loan alive: neither these bytes nor any freed before are.
-            self.lent = false;
-            self.freed_lent = false;
-        } else {
+        if self.storage.as_ref().is_some_and(|s| !s.is_unique()) {
             self.freed_lent = true;
         }
     }
@@ -130,7 +117,6 @@ impl RingBuffer {
             .copy_from_slice(prev.range(0, self.read_at));
         self.storage = Some(storage);
         self.read_at = 0;
-        self.lent = false;
         self.freed_lent = false;
     }
 
@@ -218,18 +204,17 @@ impl RingBuffer {
     }
 
     /// [`RingBuffer::get_allocated`], with the storage the bytes may be
-    /// lent from ([`Backing::lend`]) when there are any. The buffer then
-    /// takes care not to overwrite them while a loan is alive.
+    /// lent from ([`Backing::lend`]) when there are any. The buffer does
+    /// not overwrite them while a loan is alive.
     pub fn get_lendable(&mut self, offset: usize, max: usize) -> (&[u8], Option<&Backing>) {
         if offset >= self.len || max == 0 {
             return (&[], None);
         }
         // Bytes freed under earlier loans that have all ended are no
         // concern of the loans made from now on.
-        if self.freed_lent && self.storage.as_mut().is_some_and(Backing::is_unique) {
+        if self.freed_lent && self.storage.as_ref().is_some_and(Backing::is_unique) {
             self.freed_lent = false;
         }
-        self.lent = true;
         let cap = self.capacity();
         let start = (self.read_at + offset) % cap;
         let n = max.min(self.len - offset).min(cap - start);
@@ -341,11 +326,6 @@ impl RecvBuffer {
 
     pub fn capacity(&self) -> usize {
         self.ring.capacity()
-    }
-
-    /// Bytes of memory the ring holds (kept packets are the device's).
-    pub fn allocated(&self) -> usize {
-        self.ring.allocated()
     }
 
     pub fn grow(&mut self, capacity: usize) {
