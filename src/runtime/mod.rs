@@ -161,7 +161,8 @@ pub(crate) struct Shared {
     /// Why the event loop stopped, if it failed ([`Net::failure`]).
     failure: Mutex<Option<String>>,
     /// Received packet buffers that readers copied from outside the stack
-    /// lock ([`Stack::tcp_recv_kept`]) and were the last to hold: the loop
+    /// lock ([`Stack::tcp_recv_kept`]) and were the last to hold, or that
+    /// the stack gave back to a sending thread's queue: the loop
     /// reads into them again. A leaf lock, held for a push or a drain.
     rx_returns: Mutex<Vec<Vec<u8>>>,
     counters: Counters,
@@ -261,6 +262,12 @@ impl Shared {
         let mut q = self.tx_queue.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
         let deadline = g.stack.poll(now, &mut *q);
+        // Received buffers the stack gave back to this queue (packets that
+        // applications read in place) are the loop's to read into: this
+        // queue never reads.
+        if !q.spare.is_empty() {
+            self.return_rx_buffers(q.spare.drain(..));
+        }
         let earlier = match (deadline, g.loop_deadline) {
             (Some(d), Some(l)) => d < l,
             (Some(_), None) => true,
@@ -310,12 +317,11 @@ impl Shared {
         }
     }
 
-    /// Give the loop back a received packet buffer a reader is done with.
-    pub(crate) fn return_rx_buffer(&self, b: Vec<u8>) {
+    /// Give the loop back received packet buffers a reader is done with.
+    pub(crate) fn return_rx_buffers(&self, bufs: impl Iterator<Item = Vec<u8>>) {
         let mut r = self.rx_returns.lock().unwrap_or_else(|e| e.into_inner());
-        if r.len() < MAX_RX_RETURNS {
-            r.push(b);
-        }
+        let room = MAX_RX_RETURNS.saturating_sub(r.len());
+        r.extend(bufs.take(room));
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
@@ -584,7 +590,7 @@ impl Drop for Net {
 }
 
 /// Most received packet buffers waiting for the loop to reuse them
-/// ([`Shared::return_rx_buffer`]); beyond, they are freed.
+/// ([`Shared::return_rx_buffers`]); beyond, they are freed.
 const MAX_RX_RETURNS: usize = 512;
 
 /// A device error that will not pass: the TUN's interface was deleted

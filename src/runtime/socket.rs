@@ -6,6 +6,7 @@
 //! condition variable that the event loop signals.
 
 use super::{deadline_from, Net, Shared, WaitFor};
+use crate::lend::PacketSlice;
 use crate::stack::{SocketHandle, StackError};
 use crate::tcp::{State, TcpError, TcpStats};
 use crate::time::Duration;
@@ -300,14 +301,15 @@ impl TcpStream {
                     }
                     .map(|r| r.map(|n| (n, n == 0 || stack.tcp_ack_due(h))))
                 })?;
-        let mut at = 0;
-        for part in taken {
-            let b = part.bytes();
-            buf[at..at + b.len()].copy_from_slice(b);
-            at += b.len();
-            if let Some(b) = part.into_buffer() {
-                self.shared().return_rx_buffer(b);
+        if !taken.is_empty() {
+            let mut at = 0;
+            for part in &taken {
+                let b = part.bytes();
+                buf[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
             }
+            self.shared()
+                .return_rx_buffers(taken.into_iter().filter_map(PacketSlice::into_buffer));
         }
         if wake {
             self.shared().kick();
