@@ -684,10 +684,10 @@ impl Stack {
         dst: Ipv4Addr,
         segment: &[u8],
     ) {
-        // A segment the device vouches for may carry only a partial
-        // checksum (vnet header NEEDS_CSUM): the kernel built it.
         // Taken: `seg` borrows it while `self` is borrowed mutably.
         let packet = self.rx_packet.take();
+        // A segment the device vouches for may carry only a partial
+        // checksum (vnet header NEEDS_CSUM): the kernel built it.
         let seg = match TcpRepr::parse(src, dst, segment, !self.rx_trusted) {
             Ok(seg) => TcpRepr {
                 packet: packet.as_ref(),

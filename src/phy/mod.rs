@@ -65,11 +65,7 @@ pub trait Device {
     /// dropped). As [`Device::send`] otherwise. The default copies both
     /// into one buffer and calls `send`.
     fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
-        let mut packet = Vec::with_capacity(head.len() + payload.len());
-        packet.extend_from_slice(head);
-        packet.extend_from_slice(payload.bytes());
-        drop(payload);
-        self.send(now, &packet)
+        send_joined(self, now, head, payload)
     }
 
     /// Hand over the next received packet held in memory, with its
@@ -114,6 +110,21 @@ pub trait Device {
     fn split_tx(&mut self) -> Option<Box<dyn TxHalf>> {
         None
     }
+}
+
+/// [`Device::send_lent`] for a device that takes no loans: headers and
+/// payload copied into one buffer, sent with [`Device::send`].
+pub fn send_joined<D: Device + ?Sized>(
+    dev: &mut D,
+    now: Instant,
+    head: &[u8],
+    payload: Lent,
+) -> io::Result<bool> {
+    let mut packet = Vec::with_capacity(head.len() + payload.len());
+    packet.extend_from_slice(head);
+    packet.extend_from_slice(payload.bytes());
+    drop(payload);
+    dev.send(now, &packet)
 }
 
 /// The transmit side of a device, split off with [`Device::split_tx`]:

@@ -168,9 +168,7 @@ impl Device for QueueDevice {
 
     fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
         if self.lend_min.is_none() {
-            let mut packet = head.to_vec();
-            packet.extend_from_slice(payload.bytes());
-            return self.send(now, &packet);
+            return super::send_joined(self, now, head, payload);
         }
         if self.tx.len() >= self.tx_limit {
             return Ok(false);
