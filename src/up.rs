@@ -111,6 +111,9 @@ pub struct Up {
     pub offload: Option<Arc<OffloadStats>>,
     /// Why `--offload` was asked for and the kernel refused it.
     pub offload_refused: Option<String>,
+    /// The device reads and writes in batches through io_uring (false: one
+    /// system call per packet: no io_uring, or `TUNSTACK_URING=off`).
+    pub batched: bool,
 }
 
 /// `device` behind a drop of `opts.rx_loss_percent`% of what it receives.
@@ -146,6 +149,7 @@ pub fn bring_up(opts: &UpOptions) -> io::Result<Up> {
         TunDevice::open(&opts.tun, opts.mtu)?
     };
     let offload = tun.offload_stats();
+    let batched = tun.batched();
     let offload_refused = tun.offload_refused().map(str::to_owned);
     if !existed {
         netns::configure_tun(&opts.tun, opts.peer, opts.mtu)?;
@@ -165,5 +169,6 @@ pub fn bring_up(opts: &UpOptions) -> io::Result<Up> {
         options: opts.clone(),
         offload,
         offload_refused,
+        batched,
     })
 }

@@ -182,6 +182,61 @@ fn kernel_echoes_100mb_through_the_stack() {
     });
 }
 
+/// A device closed is gone at once, ring and all: the same name opens
+/// again straight after (a ring holding the descriptor, as a registered
+/// file, kept it attached until the ring's deferred teardown: EBUSY).
+#[test]
+fn a_tun_device_opens_again_at_once_after_it_is_closed() {
+    let test = "a_tun_device_opens_again_at_once_after_it_is_closed";
+    if !netns::require_root(test) {
+        return;
+    }
+    let name = tun_name("reop");
+    netns::in_new_netns(move || {
+        for round in 0..20 {
+            let tun = tunstack::phy::tun::TunDevice::open(&name, 1500)
+                .unwrap_or_else(|e| panic!("open {name} (round {round}): {e}"));
+            if netns::in_ci() {
+                assert!(tun.batched(), "no io_uring on the CI kernel");
+            }
+            drop(tun);
+        }
+    })
+    .unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}"));
+}
+
+/// The device path without io_uring (one system call per packet, as where
+/// the kernel has none): the echo's bytes come back whole.
+#[test]
+fn kernel_echoes_20mb_through_a_device_without_io_uring() {
+    let test = "kernel_echoes_20mb_through_a_device_without_io_uring";
+    if !netns::require_root(test) {
+        return;
+    }
+    let name = tun_name("nour");
+    netns::in_new_netns(move || {
+        let tun = tunstack::phy::tun::TunDevice::open(&name, 1500)
+            .expect("open the TUN device")
+            .unbatched();
+        assert!(!tun.batched());
+        netns::configure_tun(&name, netns::Ipv4Cidr::new(KERNEL, 24), 1500).unwrap();
+        let net =
+            tunstack::runtime::Net::start(tun, tunstack::stack::StackConfig::new(STACK)).unwrap();
+        tunstack::services::start_standard(&net).unwrap();
+        let mut k = kernel_connect(tunstack::services::ECHO_PORT);
+        let mut w = k.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let h = Stream::new(6, 20 * MB).write_all(&mut w).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+            h
+        });
+        let (len, got) = hash_reader(&mut k).unwrap();
+        assert_eq!((len, got), (20 * MB, writer.join().unwrap()));
+        net.stop().unwrap();
+    })
+    .unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}"));
+}
+
 #[test]
 fn stack_connects_to_a_kernel_listener_both_ways() {
     with_stack("stack_connects_to_a_kernel_listener", |up| {

@@ -9,10 +9,12 @@ pub mod fault;
 pub mod pcap;
 pub mod queue;
 pub mod tun;
+pub mod uring;
 pub mod vnet;
 
 pub use crate::lend::Lent;
 use crate::time::Instant;
+use queue::QueueDevice;
 use std::io;
 
 pub trait Device {
@@ -66,6 +68,33 @@ pub trait Device {
     /// into one buffer and calls `send`.
     fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
         send_joined(self, now, head, payload)
+    }
+
+    /// Receive up to `max_packets` packets of at most `max_len` bytes into
+    /// buffers from `q`'s pool, queued on `q.rx` with their trust flags
+    /// ([`QueueDevice::push_rx`]), with as few system calls as the device
+    /// can make; returns how many were queued (fewer than `max_packets`:
+    /// the device had no more). `None`: the device reads one packet at a
+    /// time; use `recv_vec` or `recv`.
+    fn recv_batch(
+        &mut self,
+        _now: Instant,
+        _q: &mut QueueDevice,
+        _max_packets: usize,
+        _max_len: usize,
+    ) -> Option<io::Result<usize>> {
+        None
+    }
+
+    /// Send every packet of `q.tx` in order ([`QueueDevice::pop_tx`]:
+    /// headers, and a payload on loan that ends once it is written), as
+    /// [`Device::send`] and [`Device::send_lent`] would, with as few system
+    /// calls as the device can make, and give the buffers back
+    /// ([`QueueDevice::recycle_tx`]). Returns how many were written (the
+    /// rest dropped); an error, the last a write met, after every packet
+    /// was tried. The default sends one packet at a time.
+    fn send_batch(&mut self, now: Instant, q: &mut QueueDevice) -> io::Result<usize> {
+        send_each(self, now, q)
     }
 
     /// Hand over the next received packet held in memory, with its
@@ -127,6 +156,29 @@ pub fn send_joined<D: Device + ?Sized>(
     dev.send(now, &packet)
 }
 
+/// [`Device::send_batch`] one packet at a time.
+pub fn send_each<D: Device + ?Sized>(
+    dev: &mut D,
+    now: Instant,
+    q: &mut QueueDevice,
+) -> io::Result<usize> {
+    let mut written = 0;
+    let mut failed = None;
+    while let Some((pkt, lent)) = q.pop_tx() {
+        let r = match lent {
+            None => dev.send(now, &pkt),
+            Some(payload) => dev.send_lent(now, &pkt, payload),
+        };
+        match r {
+            Ok(true) => written += 1,
+            Ok(false) => {}
+            Err(e) => failed = Some(e),
+        }
+        q.recycle_tx(pkt);
+    }
+    failed.map_or(Ok(written), Err)
+}
+
 /// The transmit side of a device, split off with [`Device::split_tx`]:
 /// sends exactly as [`Device::send`] does, from a thread of its own. A TUN
 /// device takes concurrent reads and writes on one file description, so
@@ -134,6 +186,26 @@ pub fn send_joined<D: Device + ?Sized>(
 pub trait TxHalf: Send {
     /// As [`Device::send`].
     fn send(&mut self, packet: &[u8]) -> io::Result<bool>;
+
+    /// Send `packets` in order, as [`Device::send_batch`]: how many were
+    /// written, or the last error after every packet was tried.
+    fn send_batch(&mut self, packets: &[Vec<u8>]) -> io::Result<usize> {
+        send_each_tx(self, packets)
+    }
+}
+
+/// [`TxHalf::send_batch`] one packet at a time.
+pub fn send_each_tx<T: TxHalf + ?Sized>(tx: &mut T, packets: &[Vec<u8>]) -> io::Result<usize> {
+    let mut written = 0;
+    let mut failed = None;
+    for p in packets {
+        match tx.send(p) {
+            Ok(true) => written += 1,
+            Ok(false) => {}
+            Err(e) => failed = Some(e),
+        }
+    }
+    failed.map_or(Ok(written), Err)
 }
 
 /// Device capabilities the stack asks for (see [`Device::capabilities`]).
@@ -181,6 +253,18 @@ macro_rules! forward_device {
             }
             fn send_lent(&mut self, now: Instant, head: &[u8], payload: Lent) -> io::Result<bool> {
                 (**self).send_lent(now, head, payload)
+            }
+            fn recv_batch(
+                &mut self,
+                now: Instant,
+                q: &mut QueueDevice,
+                max_packets: usize,
+                max_len: usize,
+            ) -> Option<io::Result<usize>> {
+                (**self).recv_batch(now, q, max_packets, max_len)
+            }
+            fn send_batch(&mut self, now: Instant, q: &mut QueueDevice) -> io::Result<usize> {
+                (**self).send_batch(now, q)
             }
             fn take_rx(&mut self, now: Instant) -> Option<(Vec<u8>, bool)> {
                 (**self).take_rx(now)

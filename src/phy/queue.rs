@@ -110,6 +110,16 @@ impl QueueDevice {
         Some((p, self.tx_lent.pop_front().flatten()))
     }
 
+    /// Put a packet [`QueueDevice::pop_tx`] took back in front of `tx`.
+    pub fn unpop_tx(&mut self, head: Vec<u8>, lent: Option<Lent>) {
+        self.tx.push_front(head);
+        // Loans are front-aligned with `tx`; none need be recorded past
+        // the last one.
+        if lent.is_some() || !self.tx_lent.is_empty() {
+            self.tx_lent.push_front(lent);
+        }
+    }
+
     /// Give back a packet taken from `tx` once it is written, as it is.
     pub fn recycle_tx(&mut self, buf: Vec<u8>) {
         if self.tx_spare.len() < 4096 {
@@ -236,6 +246,37 @@ mod tests {
                 (vec![4], false)
             ]
         );
+    }
+
+    #[test]
+    fn packets_put_back_keep_their_order_and_loans() {
+        use crate::lend::Backing;
+        let backing = Backing::zeroed(8);
+        let loan = |r: std::ops::Range<usize>| backing.lend(backing.range(r.start, r.len()));
+        let now = Instant::ZERO;
+        let mut q = QueueDevice::lending(1500);
+        q.send(now, &[1]).unwrap();
+        q.send_lent(now, &[2], loan(0..4).unwrap()).unwrap();
+        q.send(now, &[3]).unwrap();
+        let taken: Vec<_> = std::iter::from_fn(|| q.pop_tx()).take(2).collect();
+        for (h, l) in taken.into_iter().rev() {
+            q.unpop_tx(h, l);
+        }
+        let all: Vec<_> = std::iter::from_fn(|| q.pop_tx())
+            .map(|(h, l)| (h, l.map(|l| l.len())))
+            .collect();
+        assert_eq!(
+            all,
+            vec![(vec![1], None), (vec![2], Some(4)), (vec![3], None)]
+        );
+        // Put back into a queue that records no loans: none recorded.
+        let mut q = QueueDevice::new(1500);
+        q.send(now, &[1]).unwrap();
+        q.send(now, &[2]).unwrap();
+        let (h, l) = q.pop_tx().unwrap();
+        q.unpop_tx(h, l);
+        assert!(q.tx_lent.is_empty());
+        assert_eq!(q.pop_tx().unwrap().0, vec![1]);
     }
 
     #[test]

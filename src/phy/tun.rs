@@ -12,6 +12,8 @@
 //! Where the kernel refuses either step, the device falls back to plain mode,
 //! says so once in the log, and reports why ([`TunDevice::offload_refused`]).
 
+use super::queue::QueueDevice;
+use super::uring::{self, ReadSizer, Ring};
 use super::vnet::{self, OffloadStats, VnetHdr};
 use super::{Capabilities, Device, Lent, TxHalf};
 use crate::time::Instant;
@@ -41,6 +43,48 @@ pub struct TunDevice {
     offload: Option<Offload>,
     /// Why offload was asked for and not granted.
     refused: Option<String>,
+    /// Batched reads and writes ([`uring`]); `None`: one system call per
+    /// packet (no io_uring here, or `TUNSTACK_URING=off`).
+    batch: Option<Batch>,
+}
+
+/// What batched I/O keeps between passes.
+struct Batch {
+    ring: Ring,
+    reads: ReadSizer,
+    /// Per operation: a vnet header, a checksum field (offload mode).
+    hdrs: Vec<([u8; vnet::HDR_LEN], [u8; 2])>,
+    /// The packets of a write batch and of a read batch, while in flight.
+    tx: Vec<(Vec<u8>, Option<Lent>)>,
+    rx: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    /// Batched I/O on `fd`, unless the environment turns it off or the
+    /// kernel refuses it (said once in the log, per device).
+    fn open(fd: RawFd, name: &str) -> Option<Batch> {
+        if !batching_wanted() {
+            return None;
+        }
+        match Ring::new(fd) {
+            Ok(ring) => Some(Batch {
+                ring,
+                reads: ReadSizer::default(),
+                hdrs: vec![([0; vnet::HDR_LEN], [0; 2]); uring::ENTRIES],
+                tx: Vec::with_capacity(uring::ENTRIES),
+                rx: Vec::with_capacity(uring::ENTRIES),
+            }),
+            Err(e) => {
+                log::info!("TUN {name}: no io_uring ({e}): one system call per packet");
+                None
+            }
+        }
+    }
+}
+
+/// True unless `TUNSTACK_URING` turns batched device I/O off.
+pub fn batching_wanted() -> bool {
+    !std::env::var("TUNSTACK_URING").is_ok_and(|v| v == "off" || v == "0")
 }
 
 /// Put `fd` into non-blocking mode. (tun-tap's own `set_non_blocking` sits
@@ -160,11 +204,13 @@ impl TunDevice {
             )
         })?;
         set_non_blocking(iface.as_raw_fd())?;
+        let batch = Batch::open(iface.as_raw_fd(), iface.name());
         Ok(TunDevice {
             handle: Handle::Plain(iface),
             mtu,
             offload: None,
             refused: None,
+            batch,
         })
     }
 
@@ -174,6 +220,7 @@ impl TunDevice {
     pub fn open_offload(name: &str, mtu: usize) -> io::Result<TunDevice> {
         match open_vnet(name) {
             Ok((file, name)) => Ok(TunDevice {
+                batch: Batch::open(file.as_raw_fd(), &name),
                 handle: Handle::Vnet { file, name },
                 mtu,
                 offload: Some(Offload {
@@ -274,41 +321,199 @@ impl TunDevice {
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let n = n as usize;
-            OffloadStats::add(&stats.rx_packets, 1);
-            let h = match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]) {
-                Ok(h) => h,
-                Err(_) => {
-                    OffloadStats::add(&stats.rx_bad_header, 1);
-                    continue;
+            // SAFETY: the kernel has just written the packet at dst.
+            match unsafe { accept_vnet(stats, &hdr, n as usize, dst, cap) } {
+                Some((len, trusted)) => {
+                    off.last_trusted = trusted;
+                    return Ok(Some(len));
                 }
-            };
-            let len = (n - vnet::HDR_LEN).min(cap);
-            // SAFETY: the kernel has just written these `len` bytes at dst.
-            let packet = unsafe { std::slice::from_raw_parts_mut(dst, len) };
-            let info = match vnet::check_rx(&h, packet) {
-                Ok(i) => i,
-                Err(e) => {
-                    OffloadStats::add(&stats.rx_bad_header, 1);
-                    log::debug!("TUN: dropped a packet with a bad vnet header: {e}");
-                    continue;
-                }
-            };
-            if info.needs_completion && vnet::complete_checksum(&h, packet).is_err() {
-                OffloadStats::add(&stats.rx_bad_header, 1);
-                continue;
+                None => continue,
             }
-            if info.gso {
-                OffloadStats::add(&stats.rx_gso, 1);
-                OffloadStats::add(&stats.rx_gso_bytes, len as u64);
-            }
-            if h.flags & vnet::F_NEEDS_CSUM != 0 {
-                OffloadStats::add(&stats.rx_csum_partial, 1);
-            }
-            off.last_trusted = info.csum_trusted;
-            return Ok(Some(len));
         }
         Ok(None)
+    }
+
+    /// True if reads and writes go through an io_uring in batches.
+    pub fn batched(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// This device with one system call per packet read or written.
+    pub fn unbatched(mut self) -> TunDevice {
+        self.batch = None;
+        self
+    }
+
+    /// [`Device::recv_batch`] through the ring: submissions of reads sized
+    /// by [`ReadSizer`] until one comes back short or `max_packets` are in.
+    fn recv_ring(
+        &mut self,
+        q: &mut QueueDevice,
+        max_packets: usize,
+        max_len: usize,
+    ) -> Option<io::Result<usize>> {
+        let b = self.batch.as_mut()?;
+        let stats = self.offload.as_ref().map(|o| o.stats.clone());
+        let mut total = 0;
+        let mut failed = None;
+        let mut asked = b.reads.first(max_packets);
+        loop {
+            b.rx.clear();
+            for i in 0..asked {
+                let mut buf = q.take_buffer();
+                buf.reserve(max_len);
+                let data = libc::iovec {
+                    iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+                    iov_len: max_len,
+                };
+                let op = &mut b.ring.ops[i];
+                match &stats {
+                    None => {
+                        op.iov[0] = data;
+                        op.n = 1;
+                    }
+                    Some(_) => {
+                        op.iov[0] = iovec_mut(&mut b.hdrs[i].0);
+                        op.iov[1] = data;
+                        op.n = 2;
+                    }
+                }
+                b.rx.push(buf);
+            }
+            // SAFETY: each op points at its own buffer's spare capacity (at
+            // least max_len, reserved above) and, in offload mode, its own
+            // header slot; nothing else touches either during the run, and
+            // the buffers are not moved (only the Vec of them was filled).
+            let res = match unsafe { b.ring.run(asked, false) } {
+                Ok(r) => r,
+                Err(e) => {
+                    for buf in b.rx.drain(..) {
+                        q.recycle(buf);
+                    }
+                    log::warn!(
+                        "TUN: io_uring read failed ({e}); one system call per packet from now on"
+                    );
+                    self.batch = None;
+                    return Some(if total > 0 { Ok(total) } else { Err(e) });
+                }
+            };
+            let mut got = 0;
+            for (i, (mut buf, &r)) in b.rx.drain(..).zip(res).enumerate() {
+                if r < 0 {
+                    let e = io::Error::from_raw_os_error(-r);
+                    if !is_transient(&e) {
+                        failed = Some(e);
+                    }
+                    q.recycle(buf);
+                    continue;
+                }
+                got += 1;
+                let n = r as usize;
+                let ok = match &stats {
+                    None => Some((n, false)),
+                    // SAFETY: the kernel has just written the packet into
+                    // the spare capacity, max_len at most.
+                    Some(st) => unsafe {
+                        accept_vnet(st, &b.hdrs[i].0, n, buf.as_mut_ptr(), max_len)
+                    },
+                };
+                match ok {
+                    Some((len, trusted)) => {
+                        // SAFETY: the kernel wrote the first len <= max_len bytes.
+                        unsafe { buf.set_len(len.min(max_len)) };
+                        q.push_rx(buf, trusted);
+                        total += 1;
+                    }
+                    None => q.recycle(buf),
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+            match ReadSizer::next(asked, got, max_packets.saturating_sub(total)) {
+                Some(n) => asked = n,
+                None => break,
+            }
+        }
+        b.reads.finish(total);
+        Some(match failed {
+            Some(e) if total == 0 => Err(e),
+            _ => Ok(total),
+        })
+    }
+
+    /// [`Device::send_batch`] through the ring, [`uring::ENTRIES`] packets
+    /// per submission.
+    fn send_ring(&mut self, q: &mut QueueDevice) -> Option<io::Result<usize>> {
+        let b = self.batch.as_mut()?;
+        let stats = self.offload.as_ref().map(|o| o.stats.clone());
+        let mut written = 0;
+        let mut failed = None;
+        while !q.tx.is_empty() {
+            b.tx.clear();
+            while b.tx.len() < uring::ENTRIES {
+                match q.pop_tx() {
+                    Some(p) => b.tx.push(p),
+                    None => break,
+                }
+            }
+            let mut gso = [false; uring::ENTRIES];
+            for (i, (head, lent)) in b.tx.iter().enumerate() {
+                let tail = lent.as_ref().map_or(&[][..], |l| l.bytes());
+                b.ring.ops[i] = match &stats {
+                    None => {
+                        let mut op = uring::Op::default();
+                        op.iov[0] = iovec(head);
+                        op.iov[1] = iovec(tail);
+                        op.n = if tail.is_empty() { 1 } else { 2 };
+                        op
+                    }
+                    Some(_) => {
+                        let (hdr, csum) = &mut b.hdrs[i];
+                        let (op, g) = vnet_vectors(self.mtu, head, tail, hdr, csum);
+                        gso[i] = g;
+                        op
+                    }
+                };
+            }
+            let n = b.tx.len();
+            // SAFETY: the ops point at the packets in `b.tx` (and their
+            // loans) and at header slots, all left alone until the run
+            // returns; the kernel only reads them.
+            let res = match unsafe { b.ring.run(n, true) } {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!(
+                        "TUN: io_uring write failed ({e}); one system call per packet from now on"
+                    );
+                    // What was popped goes back in front, in order, and is
+                    // written one packet at a time below.
+                    for (head, lent) in b.tx.drain(..).rev() {
+                        q.unpop_tx(head, lent);
+                    }
+                    self.batch = None;
+                    return None;
+                }
+            };
+            for (i, ((head, lent), &r)) in b.tx.drain(..).zip(res).enumerate() {
+                if r >= 0 {
+                    written += 1;
+                    if let Some(st) = &stats {
+                        let len = head.len() + lent.as_ref().map_or(0, |l| l.len());
+                        vnet_written(st, gso[i], len);
+                    }
+                } else {
+                    let e = io::Error::from_raw_os_error(-r);
+                    if !is_transient(&e) {
+                        failed = Some(e);
+                    }
+                }
+                // The loan ends with its write.
+                drop(lent);
+                q.recycle_tx(head);
+            }
+        }
+        Some(failed.map_or(Ok(written), Err))
     }
 
     /// Send `head` and then `tail` as one packet.
@@ -331,6 +536,100 @@ impl TunDevice {
     }
 }
 
+/// Check a packet read in offload mode, `n` bytes in all: its vnet header
+/// `hdr`, then the packet at `dst` (room for `cap` bytes). Completes its
+/// checksum where the header asks; the packet's length and whether its
+/// checksum is vouched for, or `None` for a malformed one (counted).
+///
+/// # Safety
+/// The kernel has just written `n - HDR_LEN` bytes (at most `cap`) at `dst`.
+unsafe fn accept_vnet(
+    stats: &OffloadStats,
+    hdr: &[u8; vnet::HDR_LEN],
+    n: usize,
+    dst: *mut u8,
+    cap: usize,
+) -> Option<(usize, bool)> {
+    OffloadStats::add(&stats.rx_packets, 1);
+    let h = match VnetHdr::parse(&hdr[..n.min(vnet::HDR_LEN)]) {
+        Ok(h) => h,
+        Err(_) => {
+            OffloadStats::add(&stats.rx_bad_header, 1);
+            return None;
+        }
+    };
+    let len = (n - vnet::HDR_LEN).min(cap);
+    // SAFETY: the kernel has just written these `len` bytes at dst.
+    let packet = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+    let info = match vnet::check_rx(&h, packet) {
+        Ok(i) => i,
+        Err(e) => {
+            OffloadStats::add(&stats.rx_bad_header, 1);
+            log::debug!("TUN: dropped a packet with a bad vnet header: {e}");
+            return None;
+        }
+    };
+    if info.needs_completion && vnet::complete_checksum(&h, packet).is_err() {
+        OffloadStats::add(&stats.rx_bad_header, 1);
+        return None;
+    }
+    if info.gso {
+        OffloadStats::add(&stats.rx_gso, 1);
+        OffloadStats::add(&stats.rx_gso_bytes, len as u64);
+    }
+    if h.flags & vnet::F_NEEDS_CSUM != 0 {
+        OffloadStats::add(&stats.rx_csum_partial, 1);
+    }
+    Some((len, info.csum_trusted))
+}
+
+/// The vectors of one packet written in offload mode: `head` then `tail`
+/// (empty, or a payload sent from where it lies) behind a virtio-net header
+/// that asks the kernel to segment and checksum it where it must. The
+/// header goes to `hdr`, and the checksum field, if it must go out as the
+/// pseudo-header sum without touching the caller's packet, to `csum`;
+/// the vectors point at both. Also: whether the packet is a GSO one.
+fn vnet_vectors(
+    mtu: usize,
+    head: &[u8],
+    tail: &[u8],
+    hdr: &mut [u8; vnet::HDR_LEN],
+    csum: &mut [u8; 2],
+) -> (uring::Op, bool) {
+    let len = head.len() + tail.len();
+    // Our driver (the stack) fills TCP checksum fields with the
+    // pseudo-header sum only (`Capabilities::tx_checksum_partial`).
+    let plan = vnet::tx_plan(head, len, mtu, true).unwrap_or(vnet::TxPlan {
+        hdr: VnetHdr::default(),
+        csum_patch: None,
+    });
+    *hdr = plan.hdr.to_bytes();
+    let mut op = uring::Op::default();
+    let parts: &[&[u8]] = match plan.csum_patch {
+        // The checksum field goes out as the pseudo-header sum: header, up
+        // to the field, the field, the rest.
+        Some((at, value)) if at + 2 <= head.len() => {
+            *csum = value;
+            &[&hdr[..], &head[..at], &csum[..], &head[at + 2..], tail]
+        }
+        _ => &[&hdr[..], head, tail],
+    };
+    for (v, p) in op.iov.iter_mut().zip(parts) {
+        *v = iovec(p);
+    }
+    op.n = parts.len();
+    (op, plan.hdr.gso_type != vnet::GSO_NONE)
+}
+
+/// Count a packet written in offload mode.
+fn vnet_written(stats: &OffloadStats, gso: bool, len: usize) {
+    OffloadStats::add(&stats.tx_packets, 1);
+    if gso {
+        OffloadStats::add(&stats.tx_gso, 1);
+        OffloadStats::add(&stats.tx_gso_bytes, len as u64);
+    }
+}
+
 /// Write one packet, `head` then `tail` (empty, or a payload sent from
 /// where it lies), behind a virtio-net header that asks the kernel to
 /// segment and checksum it where it must.
@@ -341,44 +640,15 @@ fn write_vnet(
     head: &[u8],
     tail: &[u8],
 ) -> io::Result<()> {
-    let len = head.len() + tail.len();
-    // Our driver (the stack) fills TCP checksum fields with the
-    // pseudo-header sum only (`Capabilities::tx_checksum_partial`).
-    let plan = vnet::tx_plan(head, len, mtu, true).unwrap_or(vnet::TxPlan {
-        hdr: VnetHdr::default(),
-        csum_patch: None,
-    });
-    let hdr = plan.hdr.to_bytes();
-    let n = match plan.csum_patch {
-        // The checksum field goes out as the pseudo-header sum, without
-        // touching the caller's packet: header, up to the field, the
-        // field, the rest.
-        Some((at, value)) if at + 2 <= head.len() => {
-            let iov = [
-                iovec(&hdr),
-                iovec(&head[..at]),
-                iovec(&value),
-                iovec(&head[at + 2..]),
-                iovec(tail),
-            ];
-            // SAFETY: the iovecs point at buffers alive for the call; the
-            // kernel only reads them.
-            unsafe { libc::writev(fd, iov.as_ptr(), 5) }
-        }
-        _ => {
-            let iov = [iovec(&hdr), iovec(head), iovec(tail)];
-            // SAFETY: as above.
-            unsafe { libc::writev(fd, iov.as_ptr(), 3) }
-        }
-    };
+    let (mut hdr, mut csum) = ([0; vnet::HDR_LEN], [0; 2]);
+    let (op, gso) = vnet_vectors(mtu, head, tail, &mut hdr, &mut csum);
+    // SAFETY: the iovecs point at `hdr`, `csum` and the caller's slices,
+    // alive for the call; the kernel only reads them.
+    let n = unsafe { libc::writev(fd, op.iov.as_ptr(), op.n as libc::c_int) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    OffloadStats::add(&stats.tx_packets, 1);
-    if plan.hdr.gso_type != vnet::GSO_NONE {
-        OffloadStats::add(&stats.tx_gso, 1);
-        OffloadStats::add(&stats.tx_gso_bytes, len as u64);
-    }
+    vnet_written(stats, gso, head.len() + tail.len());
     Ok(())
 }
 
@@ -408,6 +678,9 @@ struct TunTx {
     mtu: usize,
     /// Offload mode: the counters shared with the device.
     offload: Option<Arc<OffloadStats>>,
+    /// Batched writes, on a ring of this thread's own.
+    ring: Option<Ring>,
+    hdrs: Vec<([u8; vnet::HDR_LEN], [u8; 2])>,
 }
 
 impl TxHalf for TunTx {
@@ -418,6 +691,62 @@ impl TxHalf for TunTx {
             Some(stats) => write_vnet(fd, self.mtu, stats, packet, &[]),
         };
         sent_or_dropped(r)
+    }
+
+    fn send_batch(&mut self, packets: &[Vec<u8>]) -> io::Result<usize> {
+        let Some(ring) = self.ring.as_mut() else {
+            return super::send_each_tx(self, packets);
+        };
+        let mut written = 0;
+        let mut failed = None;
+        for (c, chunk) in packets.chunks(uring::ENTRIES).enumerate() {
+            let mut gso = [false; uring::ENTRIES];
+            for (i, p) in chunk.iter().enumerate() {
+                ring.ops[i] = match &self.offload {
+                    None => {
+                        let mut op = uring::Op::default();
+                        op.iov[0] = iovec(p);
+                        op.n = 1;
+                        op
+                    }
+                    Some(_) => {
+                        let (hdr, csum) = &mut self.hdrs[i];
+                        let (op, g) = vnet_vectors(self.mtu, p, &[], hdr, csum);
+                        gso[i] = g;
+                        op
+                    }
+                };
+            }
+            // SAFETY: the ops point at `chunk`'s packets and at header
+            // slots, untouched until the run returns; the kernel only
+            // reads them.
+            let res = match unsafe { ring.run(chunk.len(), true) } {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!(
+                        "TUN: io_uring write failed ({e}); one system call per packet from now on"
+                    );
+                    self.ring = None;
+                    // This chunk and the rest, one at a time.
+                    let rest = &packets[c * uring::ENTRIES..];
+                    return super::send_each_tx(self, rest).map(|n| n + written);
+                }
+            };
+            for (i, &r) in res.iter().enumerate() {
+                if r >= 0 {
+                    written += 1;
+                    if let Some(st) = &self.offload {
+                        vnet_written(st, gso[i], chunk[i].len());
+                    }
+                } else {
+                    let e = io::Error::from_raw_os_error(-r);
+                    if !is_transient(&e) {
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        failed.map_or(Ok(written), Err)
     }
 }
 
@@ -469,6 +798,23 @@ impl Device for TunDevice {
         self.send_parts(packet, &[])
     }
 
+    fn recv_batch(
+        &mut self,
+        _now: Instant,
+        q: &mut QueueDevice,
+        max_packets: usize,
+        max_len: usize,
+    ) -> Option<io::Result<usize>> {
+        self.recv_ring(q, max_packets, max_len)
+    }
+
+    fn send_batch(&mut self, now: Instant, q: &mut QueueDevice) -> io::Result<usize> {
+        match self.send_ring(q) {
+            Some(r) => r,
+            None => super::send_each(self, now, q),
+        }
+    }
+
     fn lend_min(&self) -> Option<usize> {
         // Written before `send_lent` returns; worth it from the same size
         // as through the runtime's queue.
@@ -492,10 +838,21 @@ impl Device for TunDevice {
         }
         // SAFETY: fd is a new descriptor that nothing else owns.
         let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let ring = if self.batch.is_some() {
+            Ring::new(file.as_raw_fd())
+                .map_err(|e| {
+                    log::info!("TUN writer: no io_uring ({e}): one system call per packet")
+                })
+                .ok()
+        } else {
+            None
+        };
         Some(Box::new(TunTx {
             file,
             mtu: self.mtu,
             offload: self.offload_stats(),
+            ring,
+            hdrs: vec![([0; vnet::HDR_LEN], [0; 2]); uring::ENTRIES],
         }))
     }
 

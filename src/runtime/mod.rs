@@ -22,7 +22,7 @@ mod writer;
 pub use socket::{TcpListener, TcpStream, UdpSocket};
 
 use crate::phy::queue::QueueDevice;
-use crate::phy::{Device, Lent};
+use crate::phy::Device;
 use crate::rng::Rng;
 use crate::stack::{SocketHandle, Stack, StackConfig, StackStats};
 use crate::tcp::TcpStats;
@@ -292,28 +292,22 @@ impl Shared {
     }
 
     /// Send a pass's output, `q.tx`: through the writer thread or on this
-    /// thread (see `writer`). The caller holds the device lock.
+    /// thread, in one batch (see `writer`). The caller holds the device lock.
     fn flush(&self, q: &mut QueueDevice, read: usize, dev: &mut (dyn Device + Send), now: Instant) {
-        let mut send = |pkt: &[u8], lent: Option<Lent>| {
-            let r = match lent {
-                None => dev.send(now, pkt),
-                Some(payload) => {
-                    self.counters.lent_writes.fetch_add(1, Ordering::Relaxed);
-                    dev.send_lent(now, pkt, payload)
-                }
-            };
-            if let Err(e) = r {
-                warn_device_error("write", &e);
+        if q.tx.is_empty() {
+            return;
+        }
+        if let Some(w) = &self.writer {
+            if w.submit(q, read) {
+                return;
             }
-        };
-        match &self.writer {
-            Some(w) => w.submit(q, read, send),
-            None => {
-                while let Some((pkt, lent)) = q.pop_tx() {
-                    send(&pkt, lent);
-                    q.recycle_tx(pkt);
-                }
-            }
+        }
+        let lent = q.tx_lent.iter().filter(|l| l.is_some()).count();
+        self.counters
+            .lent_writes
+            .fetch_add(lent as u64, Ordering::Relaxed);
+        if let Err(e) = dev.send_batch(now, q) {
+            warn_device_error("write", &e);
         }
     }
 
@@ -608,6 +602,14 @@ static DEVICE_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// Log a failed device read or write: the 1st, 2nd, 4th, 8th... of them,
 /// with the count, so a device that fails every packet cannot flood the
 /// log (a failed write loses one packet, which TCP repairs).
+/// The loop's error when the device is gone.
+fn gone(e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("the device is gone ({e}): was its interface deleted?"),
+    )
+}
+
 pub(crate) fn warn_device_error(what: &str, e: &io::Error) {
     let n = DEVICE_ERRORS.fetch_add(1, Ordering::Relaxed) + 1;
     if n.is_power_of_two() {
@@ -710,44 +712,52 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
         let now = shared.clock.now();
         let mut device = lock_device(shared);
         let mut read = 0;
-        for i in 0..batch {
-            // Straight into a queue buffer where the device can; else
-            // through `rx_buf` and a copy.
-            let mut b = queue.take_buffer();
-            let r = match device.recv_vec(now, &mut b, rx_max) {
-                Some(r) => r,
-                None => {
-                    rx_buf.resize(rx_max.max(65535), 0);
-                    let r = device.recv(now, &mut rx_buf);
-                    if let Ok(Some(n)) = r {
-                        b.extend_from_slice(&rx_buf[..n]);
+        match device.recv_batch(now, &mut queue, batch, rx_max) {
+            // Many packets per system call where the device can.
+            Some(r) => match r {
+                Ok(n) => {
+                    read = n;
+                    device_drained = n < batch;
+                }
+                Err(e) if device_gone(&e) => return Err(gone(e)),
+                Err(e) => warn_device_error("read", &e),
+            },
+            None => {
+                for i in 0..batch {
+                    // Straight into a queue buffer where the device can;
+                    // else through `rx_buf` and a copy.
+                    let mut b = queue.take_buffer();
+                    let r = match device.recv_vec(now, &mut b, rx_max) {
+                        Some(r) => r,
+                        None => {
+                            rx_buf.resize(rx_max.max(65535), 0);
+                            let r = device.recv(now, &mut rx_buf);
+                            if let Ok(Some(n)) = r {
+                                b.extend_from_slice(&rx_buf[..n]);
+                            }
+                            r
+                        }
+                    };
+                    match r {
+                        Ok(Some(_)) => {
+                            queue.push_rx(b, device.rx_checksum_trusted());
+                            read += 1;
+                        }
+                        Ok(None) => {
+                            queue.recycle(b);
+                            break;
+                        }
+                        Err(e) if device_gone(&e) => return Err(gone(e)),
+                        Err(e) => {
+                            queue.recycle(b);
+                            warn_device_error("read", &e);
+                            break;
+                        }
                     }
-                    r
+                    if i == batch - 1 {
+                        device_drained = false;
+                    }
                 }
-            };
-            match r {
-                Ok(Some(_)) => {
-                    queue.push_rx(b, device.rx_checksum_trusted());
-                    read += 1;
-                }
-                Ok(None) => {
-                    queue.recycle(b);
-                    break;
-                }
-                Err(e) if device_gone(&e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("the device is gone ({e}): was its interface deleted?"),
-                    ));
-                }
-                Err(e) => {
-                    queue.recycle(b);
-                    warn_device_error("read", &e);
-                    break;
-                }
-            }
-            if i == batch - 1 {
-                device_drained = false;
             }
         }
         drop(device);

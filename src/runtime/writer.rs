@@ -27,7 +27,7 @@
 //! everything otherwise.
 
 use super::QueueDevice;
-use crate::phy::{Lent, TxHalf};
+use crate::phy::TxHalf;
 use crate::wire::ipv4::{self, PROTO_TCP};
 use crate::wire::tcp;
 use std::collections::VecDeque;
@@ -83,20 +83,16 @@ impl Writer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Send every packet of `q.tx`, the output of a pass that read `read`
-    /// packets: hand them to the thread, or write them here with `inline`
-    /// if the thread holds nothing and they are not all pure ACKs, or they
-    /// are but the pass was light and the thread asleep (see the module
-    /// docs). The caller holds the device lock. Written buffers come back
-    /// into `q`'s pool.
-    pub(crate) fn submit(
-        &self,
-        q: &mut QueueDevice,
-        read: usize,
-        mut inline: impl FnMut(&[u8], Option<Lent>),
-    ) {
+    /// Take every packet of `q.tx`, the output of a pass that read `read`
+    /// packets, and return true; or return false, leaving them to the
+    /// caller to write at once, if the thread holds nothing and they are
+    /// not all pure ACKs, or they are but the pass was light and the thread
+    /// asleep (see the module docs). The caller holds the device lock, and
+    /// if this returns false, writes `q.tx` before releasing it. Written
+    /// buffers come back into `q`'s pool.
+    pub(crate) fn submit(&self, q: &mut QueueDevice, read: usize) -> bool {
         if q.tx.is_empty() {
-            return;
+            return true;
         }
         let mut s = self.lock();
         for b in s.done.drain(..) {
@@ -107,12 +103,7 @@ impl Writer {
             // Nothing of the thread's can be overtaken: it holds nothing,
             // and only submitters (serialised by the device lock, which we
             // hold) give it more.
-            drop(s);
-            while let Some((p, lent)) = q.pop_tx() {
-                inline(&p, lent);
-                q.recycle_tx(p);
-            }
-            return;
+            return false;
         }
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.packets.fetch_add(q.tx.len() as u64, Ordering::Relaxed);
@@ -129,6 +120,7 @@ impl Writer {
         if wake {
             self.cv.notify_one();
         }
+        true
     }
 
     /// The thread's body: write what is handed over, in order, until
@@ -154,14 +146,12 @@ impl Writer {
             std::mem::swap(&mut batch, &mut s.queue);
             s.busy = true;
             drop(s);
-            for p in batch.drain(..) {
-                // A full device queue drops the packet (`Ok(false)`): TCP
-                // recovers as from any loss.
-                if let Err(e) = tx.send(&p) {
-                    super::warn_device_error("write", &e);
-                }
-                done.push(p);
+            // A full device queue drops a packet (not counted as written):
+            // TCP recovers as from any loss.
+            if let Err(e) = tx.send_batch(batch.make_contiguous()) {
+                super::warn_device_error("write", &e);
             }
+            done.extend(batch.drain(..));
         }
     }
 
@@ -277,9 +267,10 @@ mod tests {
                 expect.push(tag);
                 tag += 1;
             }
-            w.submit(&mut q, BUSY_PASS, |_, _| {
-                panic!("pure ACKs of a busy pass are never written inline")
-            });
+            assert!(
+                w.submit(&mut q, BUSY_PASS),
+                "pure ACKs of a busy pass are never written inline"
+            );
             if round % 4 == 0 {
                 // Let the thread write all it holds: the data goes inline.
                 while !w.holds_nothing() {
@@ -289,8 +280,12 @@ mod tests {
             q.tx.push_back(tagged(segment(ACK, 100), tag));
             expect.push(tag);
             tag += 1;
-            let l = log.clone();
-            w.submit(&mut q, 0, |p, _| l.lock().unwrap().push(('i', p[4])));
+            if !w.submit(&mut q, 0) {
+                while let Some((p, _)) = q.pop_tx() {
+                    log.lock().unwrap().push(('i', p[4]));
+                    q.recycle_tx(p);
+                }
+            }
             assert!(q.tx.is_empty());
         }
         w.stop();
@@ -309,7 +304,11 @@ mod tests {
         // submission, beside that submission's own inline packet.
         let mut q2 = QueueDevice::new(1500);
         q2.tx.push_back(segment(ACK, 1));
-        w.submit(&mut q2, 0, |_, _| {});
+        if !w.submit(&mut q2, 0) {
+            while let Some((p, _)) = q2.pop_tx() {
+                q2.recycle_tx(p);
+            }
+        }
         assert!(q2.tx_spare.len() >= 2, "{} buffers back", q2.tx_spare.len());
     }
 }

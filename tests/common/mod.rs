@@ -49,6 +49,11 @@ pub fn with_stack<T: Send + 'static>(
             ..UpOptions::default()
         };
         let up = up::bring_up(&opts).expect("bring up the stack on a TUN device");
+        // These tests exercise the batched device path; CI's kernel has
+        // io_uring, so losing it there is a regression, not a fallback.
+        if netns::in_ci() && std::env::var_os("TUNSTACK_URING").is_none() {
+            assert!(up.batched, "the TUN device runs without io_uring batches");
+        }
         tunstack::services::start_standard(&up.net).expect("start services");
         f(&up)
     });

@@ -476,6 +476,14 @@ fn cmd_up(
             opts.rx_loss_percent
         );
     }
+    println!(
+        "  device I/O {}",
+        if running.batched {
+            "io_uring, one system call per batch of packets"
+        } else {
+            "one system call per packet (no io_uring, or TUNSTACK_URING=off)"
+        }
+    );
     if opts.offload {
         match &running.offload_refused {
             None => println!("  offload    vnet header, TSO/GSO and checksum offload on"),
