@@ -108,14 +108,25 @@ impl Ring {
             for (i, op) in self.ops[..n].iter().enumerate() {
                 let fd = types::Fd(self.fd);
                 let (ptr, len) = (op.iov.as_ptr(), op.n as u32);
-                let e = if write {
-                    opcode::Writev::new(fd, ptr, len)
+                let one = op.iov[0];
+                // One vector goes as a plain read or write: a vectored
+                // operation first copies its iovec array in (3% of the
+                // loop's samples receiving at MTU 1500).
+                let e = match (write, op.n) {
+                    (true, 1) => {
+                        opcode::Write::new(fd, one.iov_base as *const u8, one.iov_len as u32)
+                            .rw_flags(libc::RWF_NOWAIT)
+                            .build()
+                    }
+                    (true, _) => opcode::Writev::new(fd, ptr, len)
                         .rw_flags(libc::RWF_NOWAIT)
-                        .build()
-                } else {
-                    opcode::Readv::new(fd, ptr, len)
+                        .build(),
+                    (false, 1) => opcode::Read::new(fd, one.iov_base.cast(), one.iov_len as u32)
                         .rw_flags(libc::RWF_NOWAIT)
-                        .build()
+                        .build(),
+                    (false, _) => opcode::Readv::new(fd, ptr, len)
+                        .rw_flags(libc::RWF_NOWAIT)
+                        .build(),
                 };
                 // SAFETY: the entry's iovecs are valid for the call (the
                 // caller's promise), and `ops` is not touched until every
@@ -253,6 +264,13 @@ mod tests {
             };
             wr.ops[i].n = 1;
         }
+        // The second write in two vectors ("c", "de"): a vectored one.
+        wr.ops[1].iov[0].iov_len = 1;
+        wr.ops[1].iov[1] = libc::iovec {
+            iov_base: parts[1][1..].as_ptr() as *mut _,
+            iov_len: 2,
+        };
+        wr.ops[1].n = 2;
         // SAFETY: the iovecs point at the static parts.
         let res = unsafe { wr.run(3, true) }.unwrap().to_vec();
         assert_eq!(res, vec![2, 3, 1]);
