@@ -288,9 +288,87 @@ pub fn median_bulk(reps: usize, mut f: impl FnMut() -> io::Result<Bulk>) -> io::
     Ok(v[v.len() / 2])
 }
 
+/// A measurement taken in turns with others ([`median_bulks_in_turn`]).
+pub type BulkRun<'a> = Box<dyn FnMut() -> io::Result<Bulk> + 'a>;
+
+/// Median of `reps` runs of each of `runs`, taken in turn (A B C, A B C,
+/// ...) rather than all of A, then all of B: a slow spell of a shared host
+/// (this one's figures drift by a third within minutes) then falls on every
+/// system compared, not on one. A run that fails ends that measurement's
+/// turns with its error; the others go on.
+pub fn median_bulks_in_turn(reps: usize, mut runs: Vec<BulkRun<'_>>) -> Vec<io::Result<Bulk>> {
+    let mut got: Vec<io::Result<Vec<Bulk>>> = runs.iter().map(|_| Ok(Vec::new())).collect();
+    for _ in 0..reps.max(1) {
+        for (f, g) in runs.iter_mut().zip(got.iter_mut()) {
+            if let Ok(v) = g {
+                match f() {
+                    Ok(b) => v.push(b),
+                    Err(e) => *g = Err(e),
+                }
+            }
+        }
+    }
+    got.into_iter()
+        .map(|g| {
+            let mut v = g?;
+            v.sort_by(|a, b| a.gbps().total_cmp(&b.gbps()));
+            log::debug!(
+                "bench: runs {:?} Gbit/s",
+                v.iter()
+                    .map(|b| (b.gbps() * 100.0).round() / 100.0)
+                    .collect::<Vec<_>>()
+            );
+            Ok(v[v.len() / 2])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bulk(bytes: u64) -> Bulk {
+        Bulk {
+            bytes,
+            secs: 1.0,
+            cpu_secs: None,
+            kernel_share: None,
+            machine_busy: None,
+        }
+    }
+
+    #[test]
+    fn runs_in_turn_alternate_and_each_gets_its_median() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut a = 0;
+        let mut b = 0;
+        let r = median_bulks_in_turn(
+            3,
+            vec![
+                Box::new(|| {
+                    order.borrow_mut().push('a');
+                    a += 1;
+                    Ok(bulk([30, 10, 20][a - 1]))
+                }),
+                Box::new(|| {
+                    order.borrow_mut().push('b');
+                    b += 1;
+                    if b == 2 {
+                        return Err(io::Error::other("b broke"));
+                    }
+                    Ok(bulk(5))
+                }),
+                Box::new(|| {
+                    order.borrow_mut().push('c');
+                    Ok(bulk(7))
+                }),
+            ],
+        );
+        assert_eq!(order.into_inner(), "abcabcac".chars().collect::<Vec<_>>());
+        assert_eq!(r[0].as_ref().unwrap().bytes, 20);
+        assert_eq!(r[1].as_ref().unwrap_err().to_string(), "b broke");
+        assert_eq!(r[2].as_ref().unwrap().bytes, 7);
+    }
 
     #[test]
     fn bulk_gbps_is_bits_per_second_over_1e9() {

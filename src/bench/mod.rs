@@ -208,6 +208,70 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Bulk measurements run in turn ([`common::median_bulks_in_turn`]),
+    /// one progress row each, printed as the group ends. Rows that
+    /// `TUNSTACK_BENCH_ROWS` leaves out are skipped and not run.
+    fn steps_in_turn(
+        &mut self,
+        reps: usize,
+        steps: Vec<(String, common::BulkRun<'_>)>,
+    ) -> Vec<Result<Bulk, String>> {
+        let wanted = |what: &str| {
+            self.rows
+                .as_ref()
+                .is_none_or(|rows| rows.iter().any(|r| what.contains(r.as_str())))
+        };
+        let (whats, runs): (Vec<String>, Vec<_>) = steps.into_iter().unzip();
+        let picked: Vec<bool> = whats.iter().map(|w| wanted(w)).collect();
+        let names: Vec<&str> = whats
+            .iter()
+            .zip(&picked)
+            .filter(|(_, &p)| p)
+            .map(|(w, _)| w.as_str())
+            .collect();
+        if !names.is_empty() {
+            eprintln!("      in turn, {reps} runs each: {}", names.join(" | "));
+        }
+        let t = Instant::now();
+        let mut results = common::median_bulks_in_turn(
+            reps,
+            runs.into_iter()
+                .zip(&picked)
+                .filter(|(_, &p)| p)
+                .map(|(f, _)| f)
+                .collect(),
+        )
+        .into_iter();
+        let secs = t.elapsed().as_secs_f64();
+        whats
+            .iter()
+            .zip(picked)
+            .map(|(what, p)| {
+                self.i += 1;
+                eprint!("[{:>2}/{}] {what} ... ", self.i, self.n);
+                if !p {
+                    eprintln!("skipped (TUNSTACK_BENCH_ROWS)");
+                    return Err("skipped (TUNSTACK_BENCH_ROWS)".into());
+                }
+                let r = results
+                    .next()
+                    .expect("one result per picked run")
+                    .map_err(|e| e.to_string());
+                match &r {
+                    Ok(b) => eprintln!(
+                        "{} ({secs:.1} s for the group, {:.0} s total)",
+                        show_bulk(b),
+                        self.start.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => eprintln!("FAILED: {e}"),
+                }
+                r
+            })
+            .collect()
+    }
+}
+
 fn show_bulk(b: &Bulk) -> String {
     format!(
         "{:.2} Gbit/s ({} MB in {:.2} s)",
@@ -315,45 +379,76 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
     ] {
         for d in dirs {
             let p = clean(mtu, d);
-            ts.set(
-                d,
-                pg.step(
-                    &format!("tunstack TUN MTU {mtu} {}", d.label()),
-                    || common::median_bulk(o.reps, || tunstack::bulk(p)),
-                    show_bulk,
+            let mut steps: Vec<(String, common::BulkRun<'_>)> = vec![
+                (
+                    format!("tunstack TUN MTU {mtu} {}", d.label()),
+                    Box::new(move || tunstack::bulk(p)),
                 ),
-            );
-            tl.set(
-                d,
-                pg.step(
-                    &format!("tunstack TUN MTU {mtu} in-loop {}", d.label()),
-                    || common::median_bulk(o.reps, || tunstack::bulk_in_loop(p)),
-                    show_bulk,
+                (
+                    format!("tunstack TUN MTU {mtu} in-loop {}", d.label()),
+                    Box::new(move || tunstack::bulk_in_loop(p)),
                 ),
-            );
+            ];
             #[cfg(feature = "smoltcp-bench")]
-            sm.set(
-                d,
-                pg.step(
-                    &format!("smoltcp  TUN MTU {mtu} {}", d.label()),
-                    || common::median_bulk(o.reps, || smol::bulk(p)),
-                    show_bulk,
-                ),
-            );
+            steps.push((
+                format!("smoltcp  TUN MTU {mtu} {}", d.label()),
+                Box::new(move || smol::bulk(p)),
+            ));
+            let mut res = pg.steps_in_turn(o.reps, steps).into_iter();
+            let mut next = || res.next().expect("a result per step");
+            ts.set(d, next());
+            tl.set(d, next());
+            #[cfg(feature = "smoltcp-bench")]
+            sm.set(d, next());
             #[cfg(not(feature = "smoltcp-bench"))]
             let _ = &sm;
         }
     }
-    for d in dirs {
-        let p = clean(1500, d);
-        r.tunstack_1500_offload.set(
-            d,
-            pg.step(
-                &format!("tunstack TUN MTU 1500 offload {}", d.label()),
-                || common::median_bulk(o.reps, || tunstack::bulk_offload(p)),
-                show_bulk,
-            ),
+    let veth = |offloads, loss_percent: u32| kernel::VethParams {
+        offloads,
+        loss_percent,
+        volume: if loss_percent > 0 { u64::MAX } else { o.volume },
+        min_time: if loss_percent > 0 {
+            Duration::ZERO
+        } else {
+            o.min_time
+        },
+        max_time: if loss_percent > 0 {
+            o.loss_time
+        } else {
+            o.max_time
+        },
+    };
+    // The offload rows in turn with the kernel's veth with offloads on,
+    // the figure they are held against.
+    {
+        let (s2k, k2s) = (
+            clean(1500, Dir::StackToKernel),
+            clean(1500, Dir::KernelToStack),
         );
+        let mut res = pg
+            .steps_in_turn(
+                o.reps,
+                vec![
+                    (
+                        format!("tunstack TUN MTU 1500 offload {}", s2k.dir.label()),
+                        Box::new(move || tunstack::bulk_offload(s2k)),
+                    ),
+                    (
+                        format!("tunstack TUN MTU 1500 offload {}", k2s.dir.label()),
+                        Box::new(move || tunstack::bulk_offload(k2s)),
+                    ),
+                    (
+                        "kernel TCP over veth offloads on".into(),
+                        Box::new(move || kernel::veth_bulk(veth(true, 0))),
+                    ),
+                ],
+            )
+            .into_iter();
+        let mut next = || res.next().expect("a result per step");
+        r.tunstack_1500_offload.set(Dir::StackToKernel, next());
+        r.tunstack_1500_offload.set(Dir::KernelToStack, next());
+        r.veth_on = Some(next());
     }
     for (loss, ts, sm) in [
         (1, &mut r.tunstack_loss1, &mut r.smoltcp_loss1),
@@ -382,29 +477,9 @@ fn tcp_section(o: &BenchOptions, r: &mut Report, pg: &mut Progress) {
             let _ = &sm;
         }
     }
-    let veth = |offloads, loss_percent: u32| kernel::VethParams {
-        offloads,
-        loss_percent,
-        volume: if loss_percent > 0 { u64::MAX } else { o.volume },
-        min_time: if loss_percent > 0 {
-            Duration::ZERO
-        } else {
-            o.min_time
-        },
-        max_time: if loss_percent > 0 {
-            o.loss_time
-        } else {
-            o.max_time
-        },
-    };
     r.veth_off = Some(pg.step(
         "kernel TCP over veth offloads off",
         || common::median_bulk(o.reps, || kernel::veth_bulk(veth(false, 0))),
-        show_bulk,
-    ));
-    r.veth_on = Some(pg.step(
-        "kernel TCP over veth offloads on",
-        || common::median_bulk(o.reps, || kernel::veth_bulk(veth(true, 0))),
         show_bulk,
     ));
     r.veth_off_loss1 = Some(pg.step(
@@ -532,7 +607,7 @@ impl Report {
         if let Some(o) = &self.options {
             let _ = writeln!(
                 t,
-                "tunstack bench{}: clean transfers {} MB and at least {} s (median of {}), lossy transfers {} s, loss = N% each way on arrival (the stack's packets: nftables `numgen random mod 100 < N drop` in the kernel's prerouting hook; the kernel's: the same seeded drop in each userspace stack's device; veth: the nftables rule at each end); the kernel's sockets run {} (this host's default: {})\n",
+                "tunstack bench{}: clean transfers {} MB and at least {} s (median of {}; the runs of the systems a ratio compares taken in turn), lossy transfers {} s, loss = N% each way on arrival (the stack's packets: nftables `numgen random mod 100 < N drop` in the kernel's prerouting hook; the kernel's: the same seeded drop in each userspace stack's device; veth: the nftables rule at each end); the kernel's sockets run {} (this host's default: {})\n",
                 if self.quick { " --quick" } else { "" },
                 o.volume / 1_000_000,
                 o.min_time.as_secs_f64(),
