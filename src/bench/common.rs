@@ -273,19 +273,10 @@ pub fn send_until(w: &mut impl Write, stop: &AtomicBool) -> u64 {
 }
 
 /// Median of `reps` runs of `f` by goodput (the first error is returned).
-pub fn median_bulk(reps: usize, mut f: impl FnMut() -> io::Result<Bulk>) -> io::Result<Bulk> {
-    let mut v = Vec::with_capacity(reps.max(1));
-    for _ in 0..reps.max(1) {
-        v.push(f()?);
-    }
-    v.sort_by(|a, b| a.gbps().total_cmp(&b.gbps()));
-    log::debug!(
-        "bench: runs {:?} Gbit/s",
-        v.iter()
-            .map(|b| (b.gbps() * 100.0).round() / 100.0)
-            .collect::<Vec<_>>()
-    );
-    Ok(v[v.len() / 2])
+pub fn median_bulk(reps: usize, f: impl FnMut() -> io::Result<Bulk>) -> io::Result<Bulk> {
+    median_bulks_in_turn(reps, vec![Box::new(f)])
+        .pop()
+        .expect("one result per measurement")
 }
 
 /// A measurement taken in turns with others ([`median_bulks_in_turn`]).
