@@ -457,31 +457,17 @@ impl TunDevice {
                     None => break,
                 }
             }
-            let mut gso = [false; uring::ENTRIES];
-            for (i, (head, lent)) in b.tx.iter().enumerate() {
-                let tail = lent.as_ref().map_or(&[][..], |l| l.bytes());
-                b.ring.ops[i] = match &stats {
-                    None => {
-                        let mut op = uring::Op::default();
-                        op.iov[0] = iovec(head);
-                        op.iov[1] = iovec(tail);
-                        op.n = if tail.is_empty() { 1 } else { 2 };
-                        op
-                    }
-                    Some(_) => {
-                        let (hdr, csum) = &mut b.hdrs[i];
-                        let (op, g) = vnet_vectors(self.mtu, head, tail, hdr, csum);
-                        gso[i] = g;
-                        op
-                    }
-                };
-            }
-            let n = b.tx.len();
-            // SAFETY: the ops point at the packets in `b.tx` (and their
-            // loans) and at header slots, all left alone until the run
-            // returns; the kernel only reads them.
-            let res = match unsafe { b.ring.run(n, true) } {
-                Ok(r) => r,
+            let tx = &b.tx;
+            let part = |i: usize| {
+                let (head, lent) = &tx[i];
+                (&head[..], lent.as_ref().map_or(&[][..], |l| l.bytes()))
+            };
+            let stats = stats.as_deref();
+            match write_ring(&mut b.ring, &mut b.hdrs, self.mtu, stats, tx.len(), part) {
+                Ok((n, e)) => {
+                    written += n;
+                    failed = e.or(failed);
+                }
                 Err(e) => {
                     log::warn!(
                         "TUN: io_uring write failed ({e}); one system call per packet from now on"
@@ -494,22 +480,9 @@ impl TunDevice {
                     self.batch = None;
                     return None;
                 }
-            };
-            for (i, ((head, lent), &r)) in b.tx.drain(..).zip(res).enumerate() {
-                if r >= 0 {
-                    written += 1;
-                    if let Some(st) = &stats {
-                        let len = head.len() + lent.as_ref().map_or(0, |l| l.len());
-                        vnet_written(st, gso[i], len);
-                    }
-                } else {
-                    let e = io::Error::from_raw_os_error(-r);
-                    if !is_transient(&e) {
-                        failed = Some(e);
-                    }
-                }
-                // The loan ends with its write.
-                drop(lent);
+            }
+            // Each loan ends with its write.
+            for (head, _) in b.tx.drain(..) {
                 q.recycle_tx(head);
             }
         }
@@ -630,6 +603,62 @@ fn vnet_written(stats: &OffloadStats, gso: bool, len: usize) {
     }
 }
 
+/// Write `n` packets (at most [`uring::ENTRIES`]) through `ring`, in
+/// order, packet `i` being `part(i)`: headers, then a payload or nothing.
+/// Each goes as [`write_plain`] sends it or, given offload counters, as
+/// [`write_vnet`] does (`hdrs`: a header slot per packet). How many were
+/// written, and the last error that was not a full queue; `Err` if the
+/// submission itself failed.
+fn write_ring<'p>(
+    ring: &mut Ring,
+    hdrs: &mut [([u8; vnet::HDR_LEN], [u8; 2])],
+    mtu: usize,
+    offload: Option<&OffloadStats>,
+    n: usize,
+    part: impl Fn(usize) -> (&'p [u8], &'p [u8]),
+) -> io::Result<(usize, Option<io::Error>)> {
+    let mut gso = [false; uring::ENTRIES];
+    for i in 0..n {
+        let (head, tail) = part(i);
+        ring.ops[i] = match offload {
+            None => {
+                let mut op = uring::Op::default();
+                op.iov[0] = iovec(head);
+                op.iov[1] = iovec(tail);
+                op.n = if tail.is_empty() { 1 } else { 2 };
+                op
+            }
+            Some(_) => {
+                let (hdr, csum) = &mut hdrs[i];
+                let (op, g) = vnet_vectors(mtu, head, tail, hdr, csum);
+                gso[i] = g;
+                op
+            }
+        };
+    }
+    // SAFETY: the ops point at the packets `part` gives (alive for 'p,
+    // beyond the call) and at header slots, untouched until the run
+    // returns; the kernel only reads them.
+    let res = unsafe { ring.run(n, true) }?;
+    let mut written = 0;
+    let mut failed = None;
+    for (i, &r) in res.iter().enumerate() {
+        if r >= 0 {
+            written += 1;
+            if let Some(st) = offload {
+                let (head, tail) = part(i);
+                vnet_written(st, gso[i], head.len() + tail.len());
+            }
+        } else {
+            let e = io::Error::from_raw_os_error(-r);
+            if !is_transient(&e) {
+                failed = Some(e);
+            }
+        }
+    }
+    Ok((written, failed))
+}
+
 /// Write one packet, `head` then `tail` (empty, or a payload sent from
 /// where it lies), behind a virtio-net header that asks the kernel to
 /// segment and checksum it where it must.
@@ -700,28 +729,13 @@ impl TxHalf for TunTx {
         let mut written = 0;
         let mut failed = None;
         for (c, chunk) in packets.chunks(uring::ENTRIES).enumerate() {
-            let mut gso = [false; uring::ENTRIES];
-            for (i, p) in chunk.iter().enumerate() {
-                ring.ops[i] = match &self.offload {
-                    None => {
-                        let mut op = uring::Op::default();
-                        op.iov[0] = iovec(p);
-                        op.n = 1;
-                        op
-                    }
-                    Some(_) => {
-                        let (hdr, csum) = &mut self.hdrs[i];
-                        let (op, g) = vnet_vectors(self.mtu, p, &[], hdr, csum);
-                        gso[i] = g;
-                        op
-                    }
-                };
-            }
-            // SAFETY: the ops point at `chunk`'s packets and at header
-            // slots, untouched until the run returns; the kernel only
-            // reads them.
-            let res = match unsafe { ring.run(chunk.len(), true) } {
-                Ok(r) => r,
+            let part = |i: usize| (&chunk[i][..], &[][..]);
+            let stats = self.offload.as_deref();
+            match write_ring(ring, &mut self.hdrs, self.mtu, stats, chunk.len(), part) {
+                Ok((n, e)) => {
+                    written += n;
+                    failed = e.or(failed);
+                }
                 Err(e) => {
                     log::warn!(
                         "TUN: io_uring write failed ({e}); one system call per packet from now on"
@@ -730,19 +744,6 @@ impl TxHalf for TunTx {
                     // This chunk and the rest, one at a time.
                     let rest = &packets[c * uring::ENTRIES..];
                     return super::send_each_tx(self, rest).map(|n| n + written);
-                }
-            };
-            for (i, &r) in res.iter().enumerate() {
-                if r >= 0 {
-                    written += 1;
-                    if let Some(st) = &self.offload {
-                        vnet_written(st, gso[i], chunk[i].len());
-                    }
-                } else {
-                    let e = io::Error::from_raw_os_error(-r);
-                    if !is_transient(&e) {
-                        failed = Some(e);
-                    }
                 }
             }
         }
