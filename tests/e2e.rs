@@ -188,11 +188,8 @@ fn kernel_echoes_100mb_through_the_stack() {
 #[test]
 fn a_tun_device_opens_again_at_once_after_it_is_closed() {
     let test = "a_tun_device_opens_again_at_once_after_it_is_closed";
-    if !netns::require_root(test) {
-        return;
-    }
     let name = tun_name("reop");
-    netns::in_new_netns(move || {
+    netns::test_in_new_netns(test, move || {
         for round in 0..20 {
             let tun = tunstack::phy::tun::TunDevice::open(&name, 1500)
                 .unwrap_or_else(|e| panic!("open {name} (round {round}): {e}"));
@@ -201,8 +198,7 @@ fn a_tun_device_opens_again_at_once_after_it_is_closed() {
             }
             drop(tun);
         }
-    })
-    .unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}"));
+    });
 }
 
 /// The device path without io_uring (one system call per packet, as where
@@ -210,11 +206,8 @@ fn a_tun_device_opens_again_at_once_after_it_is_closed() {
 #[test]
 fn kernel_echoes_20mb_through_a_device_without_io_uring() {
     let test = "kernel_echoes_20mb_through_a_device_without_io_uring";
-    if !netns::require_root(test) {
-        return;
-    }
     let name = tun_name("nour");
-    netns::in_new_netns(move || {
+    netns::test_in_new_netns(test, move || {
         let tun = tunstack::phy::tun::TunDevice::open(&name, 1500)
             .expect("open the TUN device")
             .unbatched();
@@ -233,8 +226,7 @@ fn kernel_echoes_20mb_through_a_device_without_io_uring() {
         let (len, got) = hash_reader(&mut k).unwrap();
         assert_eq!((len, got), (20 * MB, writer.join().unwrap()));
         net.stop().unwrap();
-    })
-    .unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}"));
+    });
 }
 
 #[test]
