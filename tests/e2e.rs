@@ -86,6 +86,19 @@ fn kernel_sends_100mb_to_the_stack_sink() {
             .collect();
         names.sort();
         assert_eq!(names, ["tunstack", "tunstack-tx"]);
+        // The writer thread runs at SCHED_BATCH (its wake-ups do not
+        // preempt the loop), the loop at the default policy.
+        for &t in up.net.thread_ids() {
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).unwrap();
+            // SAFETY: sched_getscheduler reads a thread's policy.
+            let policy = unsafe { libc::sched_getscheduler(t) };
+            let want = if comm.trim_end() == "tunstack-tx" {
+                libc::SCHED_BATCH
+            } else {
+                libc::SCHED_OTHER
+            };
+            assert_eq!(policy, want, "policy of {}", comm.trim_end());
+        }
         let after = up.net.runtime_stats();
         let handed = after.writer_packets - before.writer_packets;
         let passes = after.loop_passes - before.loop_passes;
