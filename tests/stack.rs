@@ -535,3 +535,93 @@ fn events_carry_readiness_only_for_what_can_unblock_a_thread() {
     assert_eq!(s.tcp_state(c), Some(State::CloseWait));
     assert_eq!(bits_of(&events(&mut s), c), READABLE | WRITABLE);
 }
+
+/// Handshake from `sport` (SEQ 100) with the stack at `s`, accepted from
+/// listener `l`: the connection, and the stack's next sequence number.
+fn establish(
+    s: &mut Stack,
+    dev: &mut QueueDevice,
+    l: tunstack::stack::SocketHandle,
+    sport: u16,
+) -> (tunstack::stack::SocketHandle, u32) {
+    let now = Instant::ZERO;
+    dev.rx.push_back(segment(sport, 100, None, true));
+    s.poll(now, dev);
+    let out = sent(dev);
+    assert_eq!(out.len(), 1, "one SYN-ACK");
+    let next = out[0].3.wrapping_add(1);
+    dev.rx.push_back(segment(sport, 101, Some(next), false));
+    s.poll(now, dev);
+    let c = s.tcp_accept(l).expect("an established connection");
+    (c, next)
+}
+
+/// Segments of flows arriving interleaved each reach their own connection,
+/// and a 4-tuple whose connection was reset and then opened again reaches
+/// the new one: the demultiplexer's last-connection shortcut follows every
+/// change of the connection table.
+#[test]
+fn interleaved_flows_and_a_reused_four_tuple_reach_their_own_connection() {
+    let mut s = Stack::new(StackConfig::new(Ipv4Addr::from(STACK)), Rng::new(5));
+    let mut dev = QueueDevice::new(1500);
+    let l = s.tcp_listen(80, 8).unwrap();
+    let now = Instant::ZERO;
+    let (a, a_next) = establish(&mut s, &mut dev, l, 6001);
+    let (b, b_next) = establish(&mut s, &mut dev, l, 6002);
+    for (i, (port, next)) in [(6001, a_next), (6002, b_next), (6001, a_next)]
+        .into_iter()
+        .enumerate()
+    {
+        let seq = 101 + if i == 2 { 3 } else { 0 };
+        let payload: &[u8] = [b"aaa", b"bbb", b"AAA"][i];
+        dev.rx.push_back(data_segment(port, seq, next, payload));
+    }
+    s.poll(now, &mut dev);
+    let mut buf = [0u8; 16];
+    let n = s.tcp_recv(a, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"aaaAAA");
+    let n = s.tcp_recv(b, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"bbb");
+    // A's peer resets; the connection is freed once the application closes it.
+    dev.rx.push_back(rst_segment(6001, 107));
+    s.poll(now, &mut dev);
+    assert_ne!(s.tcp_state(a), Some(State::Established));
+    s.tcp_close(a);
+    s.poll(now, &mut dev);
+    dev.tx.clear();
+    // A new client's SYN takes the freed slot, then A's 4-tuple comes back
+    // with a new SYN before any segment found a connection in between. A
+    // shortcut still naming A's slot would hand that SYN to the new client.
+    dev.rx.push_back(segment(6003, 100, None, true));
+    dev.rx.push_back(segment(6001, 500, None, true));
+    s.poll(now, &mut dev);
+    let acks = windows(&dev);
+    let out = sent(&mut dev);
+    assert_eq!(out.len(), 2, "two SYN-ACKs: {out:?}");
+    assert!(out.iter().all(|&(syn, ack, rst, _)| syn && ack && !rst));
+    let iss_of = |ack: u32| {
+        let i = acks.iter().position(|&(_, a)| a == ack).expect("a SYN-ACK");
+        out[i].3.wrapping_add(1)
+    };
+    let (c_next, a2_next) = (iss_of(101), iss_of(501));
+    dev.rx.push_back(segment(6003, 101, Some(c_next), false));
+    dev.rx.push_back(segment(6001, 501, Some(a2_next), false));
+    s.poll(now, &mut dev);
+    let mut by_port = std::collections::HashMap::new();
+    while let Ok(h) = s.tcp_accept(l) {
+        by_port.insert(s.tcp_peer_addr(h).unwrap().port(), h);
+    }
+    assert_eq!(by_port.len(), 2, "both handshakes completed");
+    dev.rx.push_back(data_segment(6001, 501, a2_next, b"new"));
+    dev.rx.push_back(data_segment(6003, 101, c_next, b"ccc"));
+    dev.rx.push_back(data_segment(6002, 104, b_next, b"BBB"));
+    s.poll(now, &mut dev);
+    for (port, h, want) in [
+        (6001, by_port[&6001], &b"new"[..]),
+        (6003, by_port[&6003], b"ccc"),
+        (6002, b, b"BBB"),
+    ] {
+        let n = s.tcp_recv(h, &mut buf).unwrap();
+        assert_eq!(&buf[..n], want, "port {port}");
+    }
+}
