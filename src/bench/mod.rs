@@ -182,7 +182,17 @@ struct Progress {
     rows: Option<Vec<String>>,
 }
 
+/// What a step that `TUNSTACK_BENCH_ROWS` leaves out prints and reports.
+const SKIPPED: &str = "skipped (TUNSTACK_BENCH_ROWS)";
+
 impl Progress {
+    /// Whether `TUNSTACK_BENCH_ROWS` (if set) picks the step `what`.
+    fn wanted(&self, what: &str) -> bool {
+        self.rows
+            .as_ref()
+            .is_none_or(|rows| rows.iter().any(|r| what.contains(r.as_str())))
+    }
+
     fn step<T>(
         &mut self,
         what: &str,
@@ -191,11 +201,9 @@ impl Progress {
     ) -> Result<T, String> {
         self.i += 1;
         eprint!("[{:>2}/{}] {what} ... ", self.i, self.n);
-        if let Some(rows) = &self.rows {
-            if !rows.iter().any(|r| what.contains(r.as_str())) {
-                eprintln!("skipped (TUNSTACK_BENCH_ROWS)");
-                return Err("skipped (TUNSTACK_BENCH_ROWS)".into());
-            }
+        if !self.wanted(what) {
+            eprintln!("{SKIPPED}");
+            return Err(SKIPPED.into());
         }
         let t = Instant::now();
         let r = f().map_err(|e| e.to_string());
@@ -210,9 +218,7 @@ impl Progress {
         }
         r
     }
-}
 
-impl Progress {
     /// Bulk measurements run in turn ([`common::median_bulks_in_turn`]),
     /// one progress row each, printed as the group ends. Rows that
     /// `TUNSTACK_BENCH_ROWS` leaves out are skipped and not run.
@@ -221,13 +227,8 @@ impl Progress {
         reps: usize,
         steps: Vec<(String, common::BulkRun<'_>)>,
     ) -> Vec<Result<Bulk, String>> {
-        let wanted = |what: &str| {
-            self.rows
-                .as_ref()
-                .is_none_or(|rows| rows.iter().any(|r| what.contains(r.as_str())))
-        };
         let (whats, runs): (Vec<String>, Vec<_>) = steps.into_iter().unzip();
-        let picked: Vec<bool> = whats.iter().map(|w| wanted(w)).collect();
+        let picked: Vec<bool> = whats.iter().map(|w| self.wanted(w)).collect();
         let names: Vec<&str> = whats
             .iter()
             .zip(&picked)
@@ -255,8 +256,8 @@ impl Progress {
                 self.i += 1;
                 eprint!("[{:>2}/{}] {what} ... ", self.i, self.n);
                 if !p {
-                    eprintln!("skipped (TUNSTACK_BENCH_ROWS)");
-                    return Err("skipped (TUNSTACK_BENCH_ROWS)".into());
+                    eprintln!("{SKIPPED}");
+                    return Err(SKIPPED.into());
                 }
                 let r = results
                     .next()

@@ -784,12 +784,8 @@ fn event_loop(shared: &Shared, mut poll: Poll) -> io::Result<()> {
             }
             for (h, bits) in woken.drain(..).zip(woken_ready.drain(..)) {
                 if let Some(w) = g.waiters.get(&h.index()) {
-                    if bits & crate::stack::WRITABLE != 0 {
-                        to_notify_writers.extend(w.write.iter().cloned());
-                    }
-                    if bits & crate::stack::READABLE != 0 {
-                        to_notify_readers.extend(w.read.iter().cloned());
-                    }
+                    to_notify_writers.extend(w.for_bits(bits & crate::stack::WRITABLE).cloned());
+                    to_notify_readers.extend(w.for_bits(bits & crate::stack::READABLE).cloned());
                 }
             }
             g.loop_deadline = deadline;
